@@ -1,0 +1,19 @@
+"""impure: IMPure adversarial purification (Liu, Lian, Zhang, Xiao; arXiv 2311.15339) for any PyTorch
+image classifier."""
+
+from .classifier import PurifiedClassifier
+from .config import PurifierConfig, list_presets
+from .device import select_device, select_dtype
+from .model import Purifier
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Purifier",
+    "PurifierConfig",
+    "PurifiedClassifier",
+    "list_presets",
+    "select_device",
+    "select_dtype",
+    "__version__",
+]

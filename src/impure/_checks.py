@@ -1,0 +1,56 @@
+"""Validation of user-facing tensors: clear errors instead of silent wrong answers."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["check_images", "check_labels"]
+
+# Float rounding after resizing or colour conversion can leave values a hair outside [0, 1].
+_RANGE_SLACK = 1e-4
+
+
+def check_images(images: torch.Tensor, name: str = "images") -> None:
+    """Raise if `images` is not a non-empty float batch (N, 3, H, W) with finite values in [0, 1].
+
+    Args:
+        images: the tensor to check.
+        name: how the tensor is called in error messages.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor with values in [0, 1], got dtype {images.dtype}; "
+            "convert uint8 images with `images.float() / 255`"
+        )
+    if images.ndim != 4:
+        raise ValueError(
+            f"{name} must have shape (N, 3, H, W), got {tuple(images.shape)}; "
+            "add a batch dimension with `images.unsqueeze(0)` for a single image"
+        )
+    if images.shape[1] != 3:
+        raise ValueError(f"{name} must have 3 (RGB) channels in dimension 1, got shape {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (N = 0)")
+    if images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"{name} has an empty spatial size {tuple(images.shape[2:])}")
+    finite = torch.isfinite(images)
+    if not bool(finite.all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    low, high = float(images.min()), float(images.max())
+    if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
+        hint = " (it looks like 0-255 values: divide by 255)" if high > 2 else ""
+        raise ValueError(f"{name} must have values in [0, 1], got range [{low:.4g}, {high:.4g}]{hint}")
+
+
+def check_labels(labels: torch.Tensor, batch_size: int, name: str = "labels") -> None:
+    """Raise if `labels` is not an integer vector of `batch_size` class indices."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise TypeError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+    if labels.ndim != 1 or labels.shape[0] != batch_size:
+        raise ValueError(f"{name} must have shape ({batch_size},) to match the images, got {tuple(labels.shape)}")
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(f"{name} must be non-negative class indices, got minimum {int(labels.min())}")

@@ -1,0 +1,64 @@
+"""Device and precision selection: run on GPU or CPU without thinking about it."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["select_device", "select_dtype"]
+
+_DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """Resolve a device request: "auto" picks CUDA, then Apple MPS, then the CPU.
+
+    Args:
+        device: "auto", "cuda", "cuda:1", "mps", "cpu" or a `torch.device`.
+
+    Raises:
+        ValueError: the name is unknown or the requested accelerator is not available.
+    """
+    if isinstance(device, torch.device):
+        name = device.type
+    elif isinstance(device, str):
+        name = device.split(":")[0]
+    else:
+        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+    if name not in _DEVICE_CHOICES:
+        raise ValueError(f"unknown device {device!r}; choose one of {', '.join(_DEVICE_CHOICES)} (or 'cuda:N')")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but CUDA is not available; use device='auto' or 'cpu'")
+    if name == "mps" and not _mps_available():
+        raise ValueError("device 'mps' was requested but Apple MPS is not available; use device='auto' or 'cpu'")
+    return torch.device(device)
+
+
+def select_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The inference dtype for `precision` ("fp32", "fp16", "bf16", "auto") on `device`.
+
+    "auto" is bfloat16 on GPUs that support it, float16 on other GPUs and MPS, and float32 on the CPU.
+    """
+    choices = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device.type == "mps" else torch.float32
+    if precision not in choices:
+        raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, fp16 or bf16")
+    dtype = choices[precision]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("fp16 inference is not supported on the CPU; use 'bf16' or 'fp32'")
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU does not support bfloat16; use 'fp16'")
+    return dtype

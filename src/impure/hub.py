@@ -1,0 +1,116 @@
+"""Weights the Hugging Face way: local folders, bundled names and Hub ids, loaded strictly from safetensors."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["bundled_names", "resolve_pretrained", "load_state_dict_strict", "save_file_atomic"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+BUNDLED_PREFIX = "impure/"
+BUNDLED_ROOT = Path(__file__).parent / "weights"
+
+
+def bundled_names() -> list[str]:
+    """Names of the weights shipped inside the package, e.g. "impure/cifar10-s"."""
+    if not BUNDLED_ROOT.is_dir():
+        return []
+    return sorted(BUNDLED_PREFIX + d.name for d in BUNDLED_ROOT.iterdir() if (d / CONFIG_NAME).is_file())
+
+
+def resolve_pretrained(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> tuple[Path, Path]:
+    """Find `config.json` and `model.safetensors` for a local folder, a bundled name or a Hub id.
+
+    The Hub is read through the normal Hugging Face cache, so `HF_HUB_OFFLINE=1` works from a
+    populated cache.
+
+    Raises:
+        FileNotFoundError: none of the three provides the files; the message names the id.
+    """
+    name = str(name_or_path)
+    folder = Path(name)
+    if folder.is_dir():
+        return _files_in(folder, f"folder {folder}")
+    if name.startswith(BUNDLED_PREFIX) and (BUNDLED_ROOT / name[len(BUNDLED_PREFIX):] / CONFIG_NAME).is_file():
+        return _files_in(BUNDLED_ROOT / name[len(BUNDLED_PREFIX):], f"bundled weights {name}")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise FileNotFoundError(f"no such folder: {name}")
+
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        paths = [
+            Path(hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir,
+                                 local_files_only=local_files_only, token=token))
+            for filename in (CONFIG_NAME, WEIGHTS_NAME)
+        ]
+    except HFValidationError as error:
+        raise FileNotFoundError(f"{name!r} is not a local folder, a bundled name or a valid Hub id: {error}") from error
+    except Exception as error:  # offline, not cached, no such repository, no safetensors file
+        bundled = ", ".join(bundled_names()) or "none"
+        raise FileNotFoundError(
+            f"could not load weights {name!r}: it is not a local folder, not a bundled name (bundled: {bundled}), "
+            f"and the Hugging Face Hub did not provide {CONFIG_NAME} and {WEIGHTS_NAME} "
+            f"({type(error).__name__}: {error}). Offline, populate the cache first or pass a local folder; "
+            "only safetensors weights are read."
+        ) from error
+    return paths[0], paths[1]
+
+
+def _files_in(folder: Path, what: str) -> tuple[Path, Path]:
+    config, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for path in (config, weights):
+        if not path.is_file():
+            extra = " (pickled .bin/.pt weights are not read; convert them to safetensors)" if path == weights else ""
+            raise FileNotFoundError(f"{what} has no {path.name}{extra}")
+    return config, weights
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model`, raising a `ValueError` that names missing, unexpected or mis-shaped tensors."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in sorted(set(expected) & set(state)) if state[key].shape != expected[key].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected}")
+    if mismatched:
+        problems.append(f"shape mismatches [{'; '.join(mismatched)}]")
+    if problems:
+        raise ValueError(f"weights from {source} do not fit the model: " + ", ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def save_file_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file through a temporary file and a rename, so no half-written file remains."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

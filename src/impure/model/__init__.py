@@ -1,0 +1,5 @@
+"""The IMPure purifier model."""
+
+from .purifier import Purifier
+
+__all__ = ["Purifier"]

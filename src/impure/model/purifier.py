@@ -1,0 +1,415 @@
+"""The IMPure purifier (Liu, Lian, Zhang, Xiao; arXiv 2311.15339): a masked-autoencoder ViT that hides
+each of K patch groups in turn and reconstructs all of them in one batched pass."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .._checks import check_images
+from ..config import PurifierConfig
+from .layers import TransformerBlock, sincos_position_table
+from .masking import lattice_partition, linear_noise_schedule, random_partition, window_rows
+
+__all__ = ["Purifier"]
+
+
+@dataclass
+class PatchLayout:
+    """Where every patch goes in one forward pass.
+
+    Tokens are kept in *grouped order*: group g of the K groups occupies positions [g*Q, (g+1)*Q),
+    Q = L / K. Index tensors have a leading dimension of 1 (shared by the batch) or B.
+    """
+
+    rows: int  # patch rows of the (padded) input
+    cols: int  # patch columns
+    order: torch.Tensor  # (1|B, L): raster index of the patch at each grouped position
+    inverse: torch.Tensor  # (1|B, L): grouped position of each raster patch
+    positions: torch.Tensor  # (1|B, L): position-table row of each grouped position
+
+
+def _per_sample(index: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat a (B, L) index for a batch of B * r (several passes stacked); keep a shared (1, L) one."""
+    return index if index.shape[0] == 1 else index.repeat(batch // index.shape[0], 1)
+
+
+def _take(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """tokens: (B, L, C), index: (1|B, L) -> tokens[b, index[b]] of shape (B, L, C)."""
+    if index.shape[0] == 1:
+        return tokens.index_select(1, index[0])
+    return torch.gather(tokens, 1, index[:, :, None].expand(-1, -1, tokens.shape[-1]))
+
+
+class Purifier(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="impure",
+    tags=["adversarial-purification", "impure"],
+    repo_url="https://github.com/impure-dev/impure",
+):
+    """Purify images: `purifier(x)` maps (N, 3, H, W) images in [0, 1] to purified images in [0, 1].
+
+    Args:
+        config: the architecture; `PurifierConfig()` (the paper's ViT-B/16) if omitted.
+    """
+
+    def __init__(self, config: PurifierConfig | None = None) -> None:
+        super().__init__()
+        if config is None:
+            config = PurifierConfig()
+        elif isinstance(config, dict):
+            config = PurifierConfig.from_dict(config)
+        elif not isinstance(config, PurifierConfig):
+            raise TypeError(f"config must be a PurifierConfig, got {type(config).__name__}")
+        self.config = config
+        self._hub_mixin_config = config  # what save_pretrained writes as config.json
+        width, dec_width, patch = config.encoder_width, config.decoder_width, config.patch_size
+        groups, eps = config.num_groups, config.norm_eps
+
+        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.encoder_blocks = nn.ModuleList(
+            TransformerBlock(width, config.encoder_heads, config.mlp_ratio, eps) for _ in range(config.encoder_depth)
+        )
+        self.fusion_proj = nn.ModuleList(nn.Linear(width, width) for _ in config.fusion_taps)
+        self.fusion_logits = nn.Parameter(torch.ones(len(config.fusion_taps) + 1))
+        self.encoder_norm = nn.LayerNorm(width, eps=eps)
+
+        self.decoder_embed = nn.Linear(width, dec_width)
+        self.decoder_embed_norm = nn.LayerNorm(dec_width, eps=eps)
+        self.decoder_cls_embed = nn.Linear((groups - 1) * width, dec_width)
+        if config.mask_mode == "token":
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, dec_width))
+        self.decoder_blocks = nn.ModuleList(
+            TransformerBlock(dec_width, config.decoder_heads, config.mlp_ratio, eps)
+            for _ in range(config.decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(dec_width, eps=eps)
+        self.decoder_pred = nn.Linear(dec_width, patch * patch * 3)
+        self.output_conv = nn.Conv2d(3, 3, kernel_size=3, padding=1) if config.output_conv else nn.Identity()
+
+        # Derived from the config alone, so not saved with the weights.
+        grid = config.grid_size
+        self.register_buffer("pos_table", sincos_position_table(width, grid), persistent=False)
+        self.register_buffer("decoder_pos_table", sincos_position_table(dec_width, grid), persistent=False)
+        signal, scale = linear_noise_schedule(config.noise_steps, config.noise_beta_start, config.noise_beta_end)
+        self.register_buffer("noise_signal", signal, persistent=False)  # sqrt(alpha_bar_t)
+        self.register_buffer("noise_scale", scale, persistent=False)  # sqrt(1 - alpha_bar_t)
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        # For decoder copy c, the groups that stay visible, in ascending order: (K, K-1).
+        others = [[g for g in range(groups) if g != c] for c in range(groups)]
+        self.register_buffer("other_groups", torch.tensor(others, dtype=torch.long), persistent=False)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """MAE initialisation: Xavier-uniform linear layers and patch embedding, N(0, 0.02) tokens."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.xavier_uniform_(self.patch_embed.weight.view(self.patch_embed.weight.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        nn.init.normal_(self.cls_token, std=0.02)
+        if self.config.mask_mode == "token":
+            nn.init.normal_(self.mask_token, std=0.02)
+        nn.init.ones_(self.fusion_logits)
+
+    # ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **config_overrides: Any,
+    ) -> Purifier:
+        """Load a purifier from a local folder, a bundled name ("impure/cifar10-s") or a Hub id.
+
+        Only `model.safetensors` is read, strictly: a missing, unexpected or mis-shaped tensor, or an
+        unknown config field, is an error that names it.
+
+        Args:
+            pretrained_model_name_or_path: folder, bundled name or Hub id ("org/name").
+            device: where to put the model ("auto", "cuda", "cpu", ...); the CPU if omitted.
+            dtype: e.g. `torch.bfloat16` for half-precision inference.
+            revision, cache_dir, local_files_only, token: passed to the Hugging Face Hub download.
+            config_overrides: config fields to change that do not affect the weights' shapes, e.g.
+                `image_noise_t=300` or `partition="random"`.
+        """
+        from ..device import select_device
+        from ..hub import load_state_dict_strict, resolve_pretrained
+
+        config_path, weights_path = resolve_pretrained(
+            pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token,
+        )
+        config = PurifierConfig.from_json(str(config_path))
+        if config_overrides:
+            config = config.replace(**config_overrides)
+        model = cls(config)
+        from safetensors.torch import load_file
+
+        load_state_dict_strict(model, load_file(str(weights_path)), str(pretrained_model_name_or_path))
+        model.eval()
+        return model.to(device=select_device(device) if device is not None else None, dtype=dtype)
+
+    @classmethod
+    def from_reference(cls, path: str | os.PathLike, **overrides: Any) -> Purifier:
+        """Build an equivalent purifier from a checkpoint of the paper's reference implementation.
+
+        Args:
+            path: a `.safetensors` state dict, or a `torch.save` file holding one (or a dict with a
+                "model" entry), read with `weights_only=True`.
+            overrides: config fields to set beyond what the tensor shapes tell, e.g. `mask_mode="token"`,
+                `encoder_heads=` / `decoder_heads=` where no preset matches the widths.
+        """
+        from ..hub import load_state_dict_strict
+        from .reference import convert_reference_state_dict, load_reference_state_dict, reference_config
+
+        state = load_reference_state_dict(path)
+        config = reference_config(state, **overrides)
+        model = cls(config)
+        load_state_dict_strict(model, convert_reference_state_dict(state, config), str(path))
+        return model.eval()
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write `model.safetensors` atomically (the mixin writes `config.json` beside it)."""
+        from ..hub import WEIGHTS_NAME, save_file_atomic
+
+        state = {key: tensor.detach().contiguous().cpu() for key, tensor in self.state_dict().items()}
+        save_file_atomic(state, Path(save_directory) / WEIGHTS_NAME, metadata={"format": "pt"})
+
+    @property
+    def device(self) -> torch.device:
+        return self.cls_token.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.cls_token.dtype
+
+    # ------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        image_noise: torch.Tensor | None = None,
+        feature_noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        clamp: bool = True,
+    ) -> torch.Tensor:
+        """Purify a batch.
+
+        Args:
+            images: (N, 3, H, W) float images in [0, 1]. Sizes whose patch grid does not fit are padded
+                (`config.pad_mode`) and cropped back.
+            image_noise: optional standard-normal noise to replay for the noisy-image pass, in the
+                normalised space, shaped like `images` (or like the padded images).
+            feature_noise: optional standard-normal noise to replay for the hidden decoder features,
+                (N, L, decoder_width) with patches in raster order of the padded grid.
+            generator: random generator for the noise (and, in training, the partition).
+            clamp: clamp the output to [0, 1]. Use False for training losses.
+
+        Returns:
+            (N, 3, H, W) purified images, in the dtype of `images`.
+        """
+        check_images(images)
+        if images.device != self.device:
+            raise ValueError(
+                f"images are on {images.device} but the purifier is on {self.device}; "
+                "move one of them with `.to(device)`"
+            )
+        height, width = images.shape[-2:]
+        padded = self.pad(images.to(self.dtype))
+        layout = self.layout(padded, generator)
+        normalized = (padded - self.mean) / self.std
+
+        if self.config.mask_mode == "noise":
+            noisy = self.noise_image(normalized, image_noise, generator)
+            cls, features = self.encode(self.embed(torch.cat([normalized, noisy]), layout))
+            decoded = self.decoder_embed_norm(self.decoder_embed(features))
+            visible, masked = decoded.chunk(2)
+            hidden = self.noise_features(masked, layout, feature_noise, generator)
+            cls = cls[: images.shape[0]]
+        else:
+            if image_noise is not None or feature_noise is not None:
+                raise ValueError("image_noise and feature_noise apply only to mask_mode='noise'")
+            cls, features = self.encode(self.embed(normalized, layout))
+            visible = self.decoder_embed_norm(self.decoder_embed(features))
+            hidden = self.mask_token.expand_as(visible)
+        patches = self.decode(visible, hidden, cls, layout)
+        output = self.unpatchify(_take(patches, layout.inverse), layout)
+        output = self.output_conv(output) * self.std + self.mean
+        output = output[..., :height, :width]
+        if clamp:
+            output = output.clamp(0.0, 1.0)
+        return output.to(images.dtype)
+
+    # ------------------------------------------------------------------------------------------------
+    def pad(self, images: torch.Tensor) -> torch.Tensor:
+        """Pad the bottom and right so the patch grid splits into equal lattice groups; check the size."""
+        multiple = self.config.patch_size * (3 if self.config.num_groups == 3 else 2)
+        height, width = images.shape[-2:]
+        padded_h, padded_w = math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple
+        largest = self.config.max_input_size
+        if max(padded_h, padded_w) > largest:
+            raise ValueError(
+                f"images of size {height}x{width} (padded to {padded_h}x{padded_w}) exceed the largest size "
+                f"this purifier supports, {largest}x{largest} pixels (twice its image_size "
+                f"{self.config.image_size}); resize the images or use a purifier with a larger image_size"
+            )
+        if (padded_h, padded_w) == (height, width):
+            return images
+        return F.pad(images, (0, padded_w - width, 0, padded_h - height), mode=self.config.pad_mode)
+
+    def layout(self, images: torch.Tensor, generator: torch.Generator | None) -> PatchLayout:
+        """The partition and position window: fixed at evaluation, random per sample in training."""
+        config, batch = self.config, images.shape[0]
+        rows, cols = images.shape[-2] // config.patch_size, images.shape[-1] // config.patch_size
+        grid, device = config.grid_size, images.device
+        if self.training:
+            # A random window of the position table per sample (row and column offsets).
+            spans = torch.tensor([grid - rows + 1, grid - cols + 1], device=device)
+            offsets = (torch.rand(batch, 2, generator=generator, device=device) * spans).long()
+        else:
+            offsets = torch.tensor([[(grid - rows + 1) // 2, (grid - cols + 1) // 2]], device=device)
+        if self.training or config.partition == "random":
+            order = random_partition(batch, rows * cols, config.num_groups, generator, device)
+        else:
+            order = lattice_partition(rows, cols, config.num_groups).to(device)[None]
+        inverse = order.argsort(dim=1)
+        positions = torch.gather(window_rows(rows, cols, grid, offsets).expand(order.shape[0], -1), 1, order)
+        return PatchLayout(rows, cols, order, inverse, positions)
+
+    def embed(self, normalized: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
+        """normalized: (B, 3, H, W) -> patch tokens with positions, (B, L, D) in grouped order."""
+        tokens = self.patch_embed(normalized).flatten(2).transpose(1, 2)  # (B, L, D) raster order
+        batch = tokens.shape[0]
+        positions = self.pos_table[_per_sample(layout.positions, batch)]
+        return _take(tokens, _per_sample(layout.order, batch)) + positions
+
+    def encode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode every group on its own with multi-level fusion.
+
+        tokens: (B, L, D) grouped order -> cls (B, K, D) and patch features (B, L, D), grouped order.
+        """
+        batch, length, width = tokens.shape
+        groups = self.config.num_groups
+        x = tokens.reshape(batch * groups, length // groups, width)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        weights = self.fusion_logits.softmax(dim=0)
+        taps = {block: j for j, block in enumerate(self.config.fusion_taps)}
+        fused = 0.0
+        for index, block in enumerate(self.encoder_blocks):
+            x = block(x)
+            if index in taps:
+                fused = fused + weights[taps[index]] * self.fusion_proj[taps[index]](x)
+        fused = self.encoder_norm(fused + weights[-1] * x)  # (B*K, 1 + Q, D)
+        cls = fused[:, 0].reshape(batch, groups, width)
+        return cls, fused[:, 1:].reshape(batch, length, width)
+
+    def noise_image(self, normalized: torch.Tensor, noise: torch.Tensor | None,
+                    generator: torch.Generator | None) -> torch.Tensor:
+        """Diffuse the normalised image to the image timestep (one per sample in training)."""
+        batch = normalized.shape[0]
+        if noise is None:
+            noise = torch.randn(normalized.shape, generator=generator, device=normalized.device,
+                                dtype=normalized.dtype)
+        else:
+            noise = self._check_noise(noise, "image_noise", normalized)
+            if noise.shape != normalized.shape:  # given at the unpadded size: no noise in the padding
+                height, width = noise.shape[-2:]
+                noise = F.pad(noise, (0, normalized.shape[-1] - width, 0, normalized.shape[-2] - height))
+        steps = self._timesteps(self.config.train_image_noise_t, self.config.image_noise_t, (batch,), generator)
+        signal = self.noise_signal[steps].view(-1, 1, 1, 1)
+        scale = self.noise_scale[steps].view(-1, 1, 1, 1)
+        return signal * normalized + scale * noise
+
+    def noise_features(self, masked: torch.Tensor, layout: PatchLayout, noise: torch.Tensor | None,
+                       generator: torch.Generator | None) -> torch.Tensor:
+        """The hidden tokens: decoder features of the noisy image, diffused to the feature timestep.
+
+        masked: (B, L, Dd) grouped order -> (B, L, Dd); group c's timestep may differ per copy c.
+        """
+        batch, length, width = masked.shape
+        groups = self.config.num_groups
+        if noise is None:
+            noise = torch.randn(masked.shape, generator=generator, device=masked.device, dtype=masked.dtype)
+        else:
+            noise = _take(self._check_noise(noise, "feature_noise", masked), layout.order)
+        steps = self._timesteps(self.config.train_feature_noise_t, self.config.feature_noise_t,
+                                (batch, groups), generator)
+        signal = self.noise_signal[steps].view(-1, groups, 1, 1)
+        scale = self.noise_scale[steps].view(-1, groups, 1, 1)
+        shape = (batch, groups, length // groups, width)
+        return (signal * masked.view(shape) + scale * noise.view(shape)).view(batch, length, width)
+
+    def decode(self, visible: torch.Tensor, hidden: torch.Tensor, cls: torch.Tensor,
+               layout: PatchLayout) -> torch.Tensor:
+        """Reconstruct every group from the copy in which it is hidden.
+
+        visible, hidden: (B, L, Dd) grouped order; cls: (B, K, D) -> patch predictions (B, L, p*p*3)
+        in grouped order.
+        """
+        batch, length, width = visible.shape
+        groups = self.config.num_groups
+        per_group = length // groups
+        positions = self.decoder_pos_table[layout.positions].view(-1, groups, per_group, width)
+        hidden = hidden.view(batch, groups, per_group, width) + positions
+        visible = (visible.view(batch, groups, per_group, width) + positions)[:, self.other_groups]
+        # Copy c: its hidden group first (the only tokens whose output is needed), then its cls token
+        # (from the other groups' encoder cls tokens), then the visible groups.
+        copy_cls = self.decoder_cls_embed(cls[:, self.other_groups].flatten(2))  # (B, K, Dd)
+        x = torch.cat([hidden, copy_cls[:, :, None], visible.flatten(2, 3)], dim=2)
+        x = x.view(batch * groups, 1 + length, width)
+        for block in self.decoder_blocks[:-1]:
+            x = block(x)
+        x = self.decoder_blocks[-1](x, num_queries=per_group)  # (B*K, Q, Dd)
+        return self.decoder_pred(self.decoder_norm(x)).view(batch, length, -1)
+
+    def unpatchify(self, patches: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
+        """patches: (B, L, p*p*3), raster order, channel fastest -> images (B, 3, H, W)."""
+        p = self.config.patch_size
+        x = patches.view(-1, layout.rows, layout.cols, p, p, 3)
+        return x.permute(0, 5, 1, 3, 2, 4).reshape(-1, 3, layout.rows * p, layout.cols * p)
+
+    # ------------------------------------------------------------------------------------------------
+    def _timesteps(self, train_range: tuple[int, int], eval_step: int, shape: tuple[int, ...],
+                   generator: torch.Generator | None) -> torch.Tensor:
+        """Per-sample random timesteps in training, the fixed evaluation timestep otherwise."""
+        if self.training:
+            low, high = train_range
+            return torch.randint(low, high + 1, shape, generator=generator, device=self.device)
+        return torch.full(shape, eval_step, device=self.device)
+
+    @staticmethod
+    def _check_noise(noise: torch.Tensor, name: str, like: torch.Tensor) -> torch.Tensor:
+        """Validate replayed noise against the tensor it perturbs; return it on its device and dtype."""
+        if not isinstance(noise, torch.Tensor) or not noise.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {getattr(noise, 'dtype', type(noise))}")
+        expected = like.shape
+        # Image noise may be given at the unpadded input size.
+        fits_inside = (name == "image_noise" and noise.ndim == 4 and noise.shape[:2] == expected[:2]
+                       and noise.shape[2] <= expected[2] and noise.shape[3] <= expected[3])
+        if noise.shape != expected and not fits_inside:
+            raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(noise.shape)}")
+        if not bool(torch.isfinite(noise).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+        return noise.to(device=like.device, dtype=like.dtype)
