@@ -35,10 +35,10 @@ def check_images(images: torch.Tensor, name: str = "images") -> None:
         raise ValueError(f"{name} is an empty batch (N = 0)")
     if images.shape[2] == 0 or images.shape[3] == 0:
         raise ValueError(f"{name} has an empty spatial size {tuple(images.shape[2:])}")
-    finite = torch.isfinite(images)
-    if not bool(finite.all()):
+    values = images.detach()
+    if not bool(torch.isfinite(values).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
-    low, high = float(images.min()), float(images.max())
+    low, high = (float(v) for v in torch.aminmax(values))
     if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
         hint = " (it looks like 0-255 values: divide by 255)" if high > 2 else ""
         raise ValueError(f"{name} must have values in [0, 1], got range [{low:.4g}, {high:.4g}]{hint}")

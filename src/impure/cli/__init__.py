@@ -1,0 +1,41 @@
+"""The `impure` command line: one sub-command per module in this package."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module defines `register(subparsers)`, which adds its sub-command and sets `func`.
+# Modules are imported on demand so that `impure --help` stays fast.
+_COMMAND_MODULES = ("convert",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the `impure` command with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="impure", description="IMPure adversarial purification: purify, evaluate, train."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `impure` console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, OSError) as error:
+        print(f"impure {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

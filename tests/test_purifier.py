@@ -1,0 +1,191 @@
+"""Behaviour of `Purifier`: presets, shapes, gradients, padding, randomness and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from impure import Purifier, PurifierConfig, list_presets
+
+
+def tiny(**overrides) -> Purifier:
+    return Purifier(PurifierConfig.preset("tiny", **overrides)).eval()
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_builds_and_purifies(name):
+    config = PurifierConfig.preset(name)
+    purifier = Purifier(config).eval()
+    side = config.image_size
+    with torch.no_grad():
+        out = purifier(torch.rand(1, 3, side, side))
+    assert out.shape == (1, 3, side, side)
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_paper_preset_has_the_paper_size():
+    purifier = Purifier(PurifierConfig.preset("paper-vitb16"))
+    trainable = sum(p.numel() for p in purifier.parameters())
+    # The reference's 115,789,914 trainable parameters, less its mask token (unused in noise mode).
+    assert trainable == 115_789_914 - 512
+
+
+@pytest.mark.parametrize("mode", ["noise", "token"])
+@pytest.mark.parametrize("training", [False, True])
+def test_every_parameter_receives_a_gradient(mode, training):
+    purifier = tiny(mask_mode=mode).train(training)
+    purifier(torch.rand(2, 3, 32, 32), clamp=False).square().mean().backward()
+    missing = [name for name, p in purifier.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_input_gets_a_gradient():
+    images = torch.rand(2, 3, 32, 32, requires_grad=True)
+    tiny()(images).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_samples_are_purified_independently():
+    purifier = tiny(mask_mode="token")
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        batched = purifier(images, clamp=False)
+        single = torch.cat([purifier(images[i:i + 1], clamp=False) for i in range(3)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
+
+
+def test_generator_makes_noise_reproducible_and_noise_replays():
+    purifier = tiny()
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        first = purifier(images, generator=torch.Generator().manual_seed(7))
+        again = purifier(images, generator=torch.Generator().manual_seed(7))
+        other = purifier(images, generator=torch.Generator().manual_seed(8))
+        zero_noise = purifier(images, image_noise=torch.zeros(2, 3, 32, 32), feature_noise=torch.zeros(2, 64, 32))
+        zero_again = purifier(images, image_noise=torch.zeros(2, 3, 32, 32), feature_noise=torch.zeros(2, 64, 32))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    assert torch.equal(zero_noise, zero_again)
+
+
+def test_token_mode_is_deterministic():
+    purifier = tiny(mask_mode="token")
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(purifier(images), purifier(images))
+
+
+def test_training_mode_draws_random_partitions_and_windows():
+    purifier = tiny(mask_mode="token").train()
+    images = torch.rand(2, 3, 32, 32)
+    layout = purifier.layout(images, torch.Generator().manual_seed(0))
+    assert layout.order.shape == (2, 64)
+    assert not torch.equal(layout.order[0], layout.order[1])
+    assert all(torch.equal(layout.order[i].sort().values, torch.arange(64)) for i in range(2))
+    with torch.no_grad():
+        first = purifier(images, generator=torch.Generator().manual_seed(1))
+        second = purifier(images, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(first, second)
+
+
+def test_lattice_partition_interleaves_groups():
+    purifier = tiny(mask_mode="token")
+    layout = purifier.layout(torch.rand(1, 3, 32, 32), None)
+    groups = torch.empty(64, dtype=torch.long)
+    groups[layout.order[0]] = torch.arange(4).repeat_interleave(16)
+    expected = torch.tensor([[0, 1] * 4, [2, 3] * 4] * 4).reshape(-1)
+    assert torch.equal(groups, expected)
+
+
+def test_clamp_option():
+    purifier = tiny()
+    with torch.no_grad():
+        raw = purifier(torch.rand(2, 3, 32, 32), generator=torch.Generator().manual_seed(0), clamp=False)
+        clamped = purifier(torch.rand(2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    assert raw.min() < 0 or raw.max() > 1  # an untrained model overshoots
+    assert clamped.min() >= 0 and clamped.max() <= 1
+
+
+def test_sizes_off_the_patch_grid_are_padded_and_cropped():
+    purifier = tiny(mask_mode="token", pad_mode="replicate")
+    images = torch.rand(2, 3, 30, 27)
+    with torch.no_grad():
+        out = purifier(images, clamp=False)
+        manual = purifier(F.pad(images, (0, 5, 0, 2), mode="replicate"), clamp=False)[..., :30, :27]
+    assert out.shape == images.shape
+    torch.testing.assert_close(out, manual, atol=1e-6, rtol=0)
+
+
+def test_non_square_and_larger_inputs_use_a_window_of_the_position_table():
+    purifier = tiny(mask_mode="token")
+    with torch.no_grad():
+        assert purifier(torch.rand(1, 3, 48, 64)).shape == (1, 3, 48, 64)
+
+
+def test_too_large_input_names_the_largest_size():
+    with pytest.raises(ValueError, match="64x64"):
+        tiny()(torch.rand(1, 3, 65, 32))
+
+
+@pytest.mark.parametrize(
+    "images,error,match",
+    [
+        (torch.rand(3, 32, 32), ValueError, r"shape \(N, 3, H, W\)"),
+        (torch.rand(1, 1, 32, 32), ValueError, "3 \\(RGB\\) channels"),
+        ((torch.rand(1, 3, 32, 32) * 255).to(torch.uint8), TypeError, "floating-point"),
+        (torch.rand(1, 3, 32, 32) * 255, ValueError, "divide by 255"),
+        (torch.full((1, 3, 32, 32), float("nan")), ValueError, "NaN"),
+        (torch.full((1, 3, 32, 32), float("inf")), ValueError, "NaN or Inf"),
+        (torch.rand(0, 3, 32, 32), ValueError, "empty batch"),
+        (torch.rand(1, 3, 32, 32) - 0.5, ValueError, r"\[0, 1\]"),
+    ],
+)
+def test_bad_images_get_specific_errors(images, error, match):
+    with pytest.raises(error, match=match):
+        tiny()(images)
+
+
+def test_mismatched_noise_shapes_are_rejected():
+    purifier = tiny()
+    images = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="image_noise must have shape"):
+        purifier(images, image_noise=torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"feature_noise must have shape \(2, 64, 32\)"):
+        purifier(images, feature_noise=torch.zeros(2, 64, 16))
+    with pytest.raises(TypeError, match="feature_noise must be a floating-point"):
+        purifier(images, feature_noise=torch.zeros(2, 64, 32, dtype=torch.long))
+    with pytest.raises(ValueError, match="only to mask_mode='noise'"):
+        tiny(mask_mode="token")(images, image_noise=torch.zeros(2, 3, 32, 32))
+
+
+def test_bfloat16_inference_on_cpu():
+    purifier = tiny(mask_mode="token")
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = purifier(images)
+        half = purifier.to(torch.bfloat16)(images)
+    assert half.dtype == torch.float32  # returned in the input's dtype
+    assert (half - reference).abs().max() < 0.1
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        (dict(image_size=30), "multiple of patch_size"),
+        (dict(encoder_heads=3), "divisible by encoder_heads"),
+        (dict(fusion_taps=(0, 5)), "fusion_taps"),
+        (dict(mask_mode="blur"), "mask_mode"),
+        (dict(num_groups=5), "num_groups"),
+        (dict(image_noise_t=1000), "image_noise_t"),
+        (dict(unknown_field=1), "unknown PurifierConfig field"),
+    ],
+)
+def test_config_errors_name_the_field(changes, match):
+    with pytest.raises(ValueError, match=match):
+        PurifierConfig.preset("tiny", **changes)
+
+
+def test_unknown_preset_lists_the_available_ones():
+    with pytest.raises(ValueError, match="cifar10-s"):
+        PurifierConfig.preset("vit-huge")
