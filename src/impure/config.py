@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = ["PurifierConfig", "list_presets"]
@@ -112,8 +112,8 @@ class PurifierConfig:
             raise ValueError(
                 f"fusion_taps {self.fusion_taps} must be block indices in [0, {self.encoder_depth})"
             )
-        if len(set(self.fusion_taps)) != len(self.fusion_taps):
-            raise ValueError(f"fusion_taps {self.fusion_taps} contains duplicates")
+        if list(self.fusion_taps) != sorted(set(self.fusion_taps)):
+            raise ValueError(f"fusion_taps {self.fusion_taps} must be strictly increasing block indices")
         if self.mask_mode not in ("noise", "token"):
             raise ValueError(f"mask_mode must be 'noise' or 'token', got {self.mask_mode!r}")
         if self.partition not in ("lattice", "random"):

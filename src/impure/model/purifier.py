@@ -314,16 +314,25 @@ class Purifier(
         groups = self.config.num_groups
         x = tokens.reshape(batch * groups, length // groups, width)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        weights = self.fusion_logits.softmax(dim=0)
-        taps = {block: j for j, block in enumerate(self.config.fusion_taps)}
-        fused = 0.0
+        tapped = []
         for index, block in enumerate(self.encoder_blocks):
             x = block(x)
-            if index in taps:
-                fused = fused + weights[taps[index]] * self.fusion_proj[taps[index]](x)
-        fused = self.encoder_norm(fused + weights[-1] * x)  # (B*K, 1 + Q, D)
+            if index in self.config.fusion_taps:
+                tapped.append(x)
+        fused = self.encoder_norm(self.fuse(tapped, x))  # (B*K, 1 + Q, D)
         cls = fused[:, 0].reshape(batch, groups, width)
         return cls, fused[:, 1:].reshape(batch, length, width)
+
+    def fuse(self, tapped: list[torch.Tensor], last: torch.Tensor) -> torch.Tensor:
+        """Multi-level fusion: softmax(fusion_logits)-weighted sum of the projected tapped block outputs
+        and the last block's output. All projections run as one matrix product over the concatenated taps.
+
+        tapped: n tensors (N, T, D), in `fusion_taps` order; last: (N, T, D) -> (N, T, D).
+        """
+        weights = self.fusion_logits.softmax(dim=0)
+        proj_weight = torch.cat([w * proj.weight for w, proj in zip(weights, self.fusion_proj)], dim=1)
+        proj_bias = sum(w * proj.bias for w, proj in zip(weights, self.fusion_proj))
+        return F.linear(torch.cat(tapped, dim=-1), proj_weight, proj_bias) + weights[-1] * last
 
     def noise_image(self, normalized: torch.Tensor, noise: torch.Tensor | None,
                     generator: torch.Generator | None) -> torch.Tensor:
