@@ -1,0 +1,106 @@
+"""Packaging: a fast, offline `import impure`, the console script, the README's commands, the example."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import impure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Prepended to subprocess code: any attempt to open a network connection or resolve a name raises.
+NETWORK_GUARD = """
+import socket
+
+def _refuse(*args, **kwargs):
+    raise RuntimeError(f"network access attempted: {args!r}")
+
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+socket.create_connection = _refuse
+socket.getaddrinfo = _refuse
+"""
+
+# Libraries that `import impure` must not load: optional or heavy ones, needed only by sub-packages.
+NOT_AT_IMPORT = ("lpips", "matplotlib", "requests", "timm", "torchattacks", "torchvision")
+
+
+def _run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    env.pop("HF_HUB_OFFLINE", None)  # the import must stay offline without being told to
+    return subprocess.run([sys.executable, "-c", NETWORK_GUARD + code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _setup_commands() -> list[str]:
+    """The shell commands in the first code block of the README's "Set-up" section."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Set-up\n(.*?)(?=^## )", readme, flags=re.S | re.M)
+    assert section, "README.md has no '## Set-up' section"
+    block = re.search(r"```(?:bash|sh|shell)?\n(.*?)```", section.group(1), flags=re.S)
+    assert block, "the README's Set-up section has no code block"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_import_is_fast_offline_and_light():
+    code = (
+        "import sys, time\n"
+        "import torch\n"
+        "start = time.perf_counter()\n"
+        "import impure\n"
+        "print(time.perf_counter() - start)\n"
+        f"print([name for name in {NOT_AT_IMPORT!r} if name in sys.modules])\n"
+    )
+    result = _run_python(code)
+    assert result.returncode == 0, result.stderr
+    seconds, loaded = result.stdout.splitlines()[-2:]
+    assert loaded == "[]", f"`import impure` loaded {loaded}; import them where they are used"
+    # impure's own share of the import time, beyond torch's (about 0.2 s on 2 CPU cores).
+    assert float(seconds) < 1.5, f"`import impure` took {float(seconds):.2f} s beyond importing torch"
+
+
+def test_console_script_help():
+    script = Path(sys.executable).parent / ("impure.exe" if os.name == "nt" else "impure")
+    assert script.is_file(), f"no `impure` console script beside {sys.executable}; run `pip install -e .`"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: impure")
+    assert "convert-reference" in result.stdout
+
+
+def test_readme_setup_is_two_commands_and_ci_runs_the_test_command():
+    commands = _setup_commands()
+    assert len(commands) == 2, f"the README's Set-up must be two commands, found {commands}"
+    main_job, tests = commands
+    assert main_job.startswith("pip install . && "), main_job
+    assert "pytest" in tests and tests.startswith("pip install "), tests
+    ci = ROOT / ".ci" / "run"
+    assert os.access(ci, os.X_OK), ".ci/run must be executable"
+    ci_lines = [line.strip() for line in ci.read_text(encoding="utf-8").splitlines()]
+    assert "python3 -m venv" in " ".join(ci_lines), ".ci/run must create its own virtual environment"
+    assert tests in ci_lines, f".ci/run must run the README's test command verbatim:\n{tests}"
+
+
+def test_versions_agree():
+    citation = (ROOT / "CITATION.cff").read_text(encoding="utf-8")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert f"\nversion: {impure.__version__}\n" in citation
+    assert f'\nversion = "{impure.__version__}"\n' in pyproject
+    assert "2311.15339" in citation
+
+
+@pytest.mark.slow
+def test_quickstart_example_runs_offline():
+    result = _run_python(
+        "import runpy\nrunpy.run_path('examples/quickstart.py', run_name='__main__')\n", timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "purified:   (16, 3, 32, 32) torch.float32" in result.stdout, result.stdout
+    assert "logits:     (16, 10)" in result.stdout, result.stdout
+    assert re.search(r"accuracy: +\d+\.\d% bare classifier, \d+\.\d% through the purifier", result.stdout)
