@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from impure import Purifier, PurifierConfig, select_device
 from impure.model.masking import lattice_group_ids, lattice_partition, window_rows

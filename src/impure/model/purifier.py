@@ -330,8 +330,9 @@ class Purifier(
         tapped: n tensors (N, T, D), in `fusion_taps` order; last: (N, T, D) -> (N, T, D).
         """
         weights = self.fusion_logits.softmax(dim=0)
-        proj_weight = torch.cat([w * proj.weight for w, proj in zip(weights[:-1], self.fusion_proj, strict=True)], dim=1)
-        proj_bias = sum(w * proj.bias for w, proj in zip(weights[:-1], self.fusion_proj, strict=True))
+        pairs = list(zip(weights[:-1], self.fusion_proj, strict=True))
+        proj_weight = torch.cat([w * proj.weight for w, proj in pairs], dim=1)
+        proj_bias = sum(w * proj.bias for w, proj in pairs)
         return F.linear(torch.cat(tapped, dim=-1), proj_weight, proj_bias) + weights[-1] * last
 
     def noise_image(self, normalized: torch.Tensor, noise: torch.Tensor | None,
