@@ -197,6 +197,26 @@ class Purifier(
         state = {key: tensor.detach().contiguous().cpu() for key, tensor in self.state_dict().items()}
         save_file_atomic(state, Path(save_directory) / WEIGHTS_NAME, metadata={"format": "pt"})
 
+    def set_strength(self, strength: float) -> Purifier:
+        """Scale the evaluation noise timesteps (image and feature) by `strength`; returns the purifier.
+
+        1 keeps them; lower values keep more image detail, higher ones remove more of any perturbation.
+        Only noise-mode purifiers have a strength; the timesteps are clipped to the noise schedule.
+        """
+        if strength <= 0:
+            raise ValueError(f"strength must be positive, got {strength}")
+        if strength == 1:
+            return self
+        if self.config.mask_mode != "noise":
+            raise ValueError("strength applies to noise-mode purifiers; this one uses mask_mode='token'")
+        last = self.config.noise_steps - 1
+        self.config = self.config.replace(
+            image_noise_t=min(round(self.config.image_noise_t * strength), last),
+            feature_noise_t=min(round(self.config.feature_noise_t * strength), last),
+        )
+        self._hub_mixin_config = self.config
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.cls_token.device

@@ -1,0 +1,119 @@
+"""`impure purify`: purify image files into same-named PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+DEFAULT_PURIFIER = "impure/cifar10-s"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "purify", help="purify image files (PNG/JPEG, any size) into PNGs",
+        description="Purify image files into same-named PNGs in OUTDIR. Folders are searched recursively and "
+                    "their layout is kept. Unreadable files are reported and skipped; existing outputs are "
+                    "never overwritten without --force. Images larger than the purifier's position table are "
+                    "purified tile by tile.",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
+    parser.add_argument("--purifier", default=DEFAULT_PURIFIER,
+                        help=f"bundled name, folder or Hub id of the purifier (default {DEFAULT_PURIFIER})")
+    parser.add_argument("--strength", type=float, default=1.0,
+                        help="purification strength: scales the noise timesteps of a noise-mode purifier "
+                             "(1 = the purifier's own setting, lower keeps more detail, higher removes more)")
+    parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images (or tiles) per batch")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the purifier's noise")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.set_defaults(func=run)
+
+
+def _collect(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(source file, output path relative to OUTDIR) for every image file named or inside a folder."""
+    from ..data import IMAGE_EXTENSIONS
+
+    pairs = []
+    for item in inputs:
+        if item.is_dir():
+            files = sorted(f for f in item.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            pairs += [(f, f.relative_to(item).with_suffix(".png")) for f in files]
+        elif item.is_file():
+            pairs.append((item, Path(item.name).with_suffix(".png")))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item}")
+    targets = [target for _, target in pairs]
+    clashes = sorted({str(t) for t in targets if targets.count(t) > 1})
+    if clashes:
+        raise ValueError(f"several inputs would be written to the same output file: {clashes[:5]}")
+    return pairs
+
+
+def _save_png_atomic(image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        image.save(temporary, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
+
+    from ..device import select_device
+    from ..model import Purifier
+    from ..tiling import purify_tiled
+
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.strength <= 0:
+        raise ValueError(f"--strength must be positive, got {args.strength}")
+    pairs = _collect(args.inputs)
+    existing = [str(args.output / target) for _, target in pairs if (args.output / target).exists()]
+    if existing and not args.force:
+        raise ValueError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --force to overwrite")
+    device = select_device(args.device)
+    purifier = Purifier.from_pretrained(args.purifier, device=device)
+    purifier.set_strength(args.strength)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    failed = []
+    with tqdm(total=len(pairs), desc="purifying", unit="image") as progress:
+        for start in range(0, len(pairs), args.batch_size):
+            chunk = pairs[start:start + args.batch_size]
+            by_size: dict[tuple[int, ...], list[tuple[Path, np.ndarray]]] = defaultdict(list)
+            for source, target in chunk:
+                try:
+                    with Image.open(source) as image:
+                        pixels = np.asarray(image.convert("RGB"))
+                except (OSError, UnidentifiedImageError, SyntaxError) as error:
+                    failed.append(f"{source}: {error}")
+                    continue
+                by_size[pixels.shape].append((target, pixels))
+            for items in by_size.values():  # one batch per image size
+                images = torch.from_numpy(np.stack([p for _, p in items])).permute(0, 3, 1, 2)
+                images = images.float().div(255).to(device)
+                with torch.inference_mode():
+                    if max(images.shape[-2:]) > purifier.config.max_input_size:
+                        purified = purify_tiled(purifier, images, purifier.config.image_size, args.batch_size,
+                                                generator)
+                    else:
+                        purified = purifier(images, generator=generator)
+                arrays = purified.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+                for (target, _), array in zip(items, arrays, strict=True):
+                    _save_png_atomic(Image.fromarray(array), args.output / target)
+            progress.update(len(chunk))
+    for message in failed:
+        print(f"skipped unreadable file {message}")
+    print(f"purified {len(pairs) - len(failed)} image(s) into {args.output}; skipped {len(failed)}")
+    return 1 if failed and len(failed) == len(pairs) else 0
