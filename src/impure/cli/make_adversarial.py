@@ -1,0 +1,69 @@
+"""`impure make-adversarial`: attack a dataset with one classifier and write shards for fine-tuning."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "make-adversarial",
+        help="write (adversarial, clean, label) shards for fine-tuning",
+        description="Attack the images of DATA (an .npz, the CIFAR-10 JPEG archive or an image folder) "
+                    "against a classifier and write the triples to OUTPUT as .npz shards plus manifest.json. "
+                    "Rerunning the same command continues an interrupted run.",
+    )
+    parser.add_argument("data", help="clean labelled images")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder to write")
+    parser.add_argument("--classifier", required=True,
+                        help="classifier to attack: impure.classifiers name, torchvision:NAME, file, ...")
+    parser.add_argument("--weights", help="weights file of a named classifier")
+    parser.add_argument("--attack", default="PGD", help="an impure.attacks class (default PGD)")
+    parser.add_argument("--eps", help="L-inf budget, e.g. 8/255")
+    parser.add_argument("--alpha", help="step size, e.g. 2/255")
+    parser.add_argument("--steps", type=int, help="attack iterations")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="another keyword argument of the attack (repeatable; values parsed as YAML)")
+    parser.add_argument("--limit", type=int, help="attack only the first N images")
+    parser.add_argument("--image-size", type=int, help="resize image-folder images to this side")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--shard-size", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--force", action="store_true", help="replace a folder made with other settings")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+    from torch.utils.data import Subset
+
+    from impure.data import open_dataset
+    from impure.device import select_device
+    from impure.training.adversarial import make_adversarial_dataset
+    from impure.training.builders import build_attack, load_frozen_classifier
+    from impure.training.config import AttackSpec, NetworkSpec
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--option must look like KEY=VALUE, got {item!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    options.update({k: v for k, v in (("eps", args.eps), ("alpha", args.alpha), ("steps", args.steps))
+                    if v is not None})
+    spec = AttackSpec.from_dict({"name": args.attack, **options}, "--attack")
+    device = select_device(args.device)
+    classifier = load_frozen_classifier(NetworkSpec(args.classifier, args.weights or "")).to(device)
+    dataset = open_dataset(args.data, image_size=args.image_size)
+    if args.limit:
+        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
+    description = {"source": str(args.data), "limit": args.limit, "classifier": args.classifier,
+                   "weights": args.weights, "attack": {"name": spec.name, **spec.options}}
+    output = make_adversarial_dataset(dataset, build_attack(spec, classifier), args.output,
+                                      description=description, shard_size=args.shard_size,
+                                      batch_size=args.batch_size, seed=args.seed, device=device,
+                                      force=args.force)
+    print(f"wrote {len(dataset)} adversarial examples to {output}")
+    return 0

@@ -1,0 +1,105 @@
+"""Resumable batch order and batch augmentation: the data position is a pure function of the step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from impure.data import fetch_batch
+
+__all__ = ["BatchPlan", "augment"]
+
+
+class _BatchView(Dataset):
+    """A dataset whose items are whole batches: `view[list_of_indices]` -> stacked tensors."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        return fetch_batch(self.dataset, indices)
+
+
+class BatchPlan:
+    """Which samples each process reads at each micro-step.
+
+    Every epoch is a fresh permutation drawn from (seed, epoch); micro-step m of the run reads slice
+    `rank` of the m-th global batch. Since the plan depends only on m, a resumed run reads exactly what
+    the uninterrupted one would have. Incomplete last batches of an epoch are dropped.
+
+    Args:
+        count: number of samples in the dataset.
+        batch_size: samples per process per micro-step.
+        world_size: number of processes.
+        rank: this process.
+        seed: the run's seed.
+    """
+
+    def __init__(self, count: int, batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0):
+        self.global_batch = batch_size * world_size
+        if count < self.global_batch:
+            raise ValueError(f"the training set has {count} images, fewer than one global batch "
+                             f"({batch_size} x {world_size} processes); lower optim.batch_size")
+        self.count, self.batch_size, self.rank, self.seed = count, batch_size, rank, seed
+        self.batches_per_epoch = count // self.global_batch
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+
+    def position(self, micro_step: int) -> tuple[int, int]:
+        """(epoch, batch within the epoch) of `micro_step`."""
+        return divmod(micro_step, self.batches_per_epoch)
+
+    def indices(self, micro_step: int) -> list[int]:
+        """The sample indices this process reads at `micro_step`."""
+        epoch, batch = self.position(micro_step)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._order = epoch, torch.randperm(self.count, generator=generator)
+        start = batch * self.global_batch + self.rank * self.batch_size
+        return self._order[start:start + self.batch_size].tolist()
+
+    def batches(self, dataset: Dataset, start: int,
+                num_workers: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Endless batches of `dataset` from micro-step `start`, decoded by `num_workers` processes."""
+
+        def order() -> Iterator[list[int]]:
+            micro_step = start
+            while True:
+                yield self.indices(micro_step)
+                micro_step += 1
+
+        loader = DataLoader(_BatchView(dataset), sampler=order(), batch_size=None, num_workers=num_workers,
+                            persistent_workers=False)
+        return iter(loader)
+
+
+def augment(tensors: tuple[torch.Tensor, ...], *, hflip: bool, crop_padding: int,
+            generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+    """Apply one random flip/translation per sample, the same to every tensor of the tuple.
+
+    Args:
+        tensors: image batches (N, C, H, W) of one shape, e.g. (adversarial, clean).
+        hflip: flip half of the samples horizontally.
+        crop_padding: translate each sample by up to this many pixels (reflection padding); 0: off.
+        generator: CPU random generator.
+    """
+    first = tensors[0]
+    batch, _, height, width = first.shape
+    if hflip:
+        flip = torch.rand(batch, generator=generator) < 0.5
+        flip = flip.to(first.device).view(batch, 1, 1, 1)
+        tensors = tuple(torch.where(flip, t.flip(-1), t) for t in tensors)
+    if crop_padding > 0:
+        shift = torch.randint(0, 2 * crop_padding + 1, (2, batch), generator=generator).to(first.device)
+        rows = (shift[0][:, None] + torch.arange(height, device=first.device))[:, None, :, None]
+        cols = (shift[1][:, None] + torch.arange(width, device=first.device))[:, None, None, :]
+        samples = torch.arange(batch, device=first.device)[:, None, None, None]
+        channels = torch.arange(first.shape[1], device=first.device)[None, :, None, None]
+        pad = (crop_padding,) * 4
+        tensors = tuple(torch.nn.functional.pad(t, pad, mode="reflect")[samples, channels, rows, cols]
+                        for t in tensors)
+    return tensors

@@ -1,0 +1,79 @@
+"""Turn the names in a `TrainConfig` into objects: frozen networks, the loss, attacks."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from impure.config import PurifierConfig
+from impure.losses import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClassifierLoss,
+    FeatureLoss,
+    LPIPSLoss,
+    PixelL1,
+    PurificationLoss,
+    freeze,
+    load_weights_file,
+    torchvision_pretrained_state,
+)
+from impure.training.config import AttackSpec, FeatureSpec, LossConfig, NetworkSpec
+
+__all__ = ["build_attack", "build_feature_loss", "build_loss", "load_frozen_classifier"]
+
+
+def load_frozen_classifier(spec: NetworkSpec) -> nn.Module:
+    """The classifier `spec` names (see `impure.evaluation.sources.resolve_classifier`), frozen."""
+    from impure.evaluation.sources import resolve_classifier
+
+    if not spec.network:
+        raise ValueError("a network spec needs `network` (e.g. 'cifar_resnet20' with `weights`)")
+    classifier, _ = resolve_classifier(spec.network, spec.weights or None)
+    return freeze(classifier)
+
+
+def build_feature_loss(spec: FeatureSpec) -> FeatureLoss:
+    """A `FeatureLoss` from a spec: raw torchvision models get ImageNet normalisation and their own node
+    names; other networks are taken as classifiers on [0, 1] images."""
+    if spec.network.startswith("torchvision:"):
+        import torchvision
+
+        name = spec.network.split(":", 1)[1]
+        state = load_weights_file(spec.weights) if spec.weights else torchvision_pretrained_state(name)
+        network = torchvision.models.get_model(name, weights=None)
+        network.load_state_dict(state)
+        return FeatureLoss(network, spec.nodes, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return FeatureLoss(load_frozen_classifier(spec), spec.nodes)
+
+
+def build_loss(config: LossConfig, purifier_config: PurifierConfig) -> PurificationLoss:
+    """The `PurificationLoss` that `config` describes for a purifier with `purifier_config`."""
+    pixel = None
+    if config.pixel_weight:
+        pixel = PixelL1(purifier_config.std if config.pixel_space == "normalized" else None)
+    names = [spec.name for spec in config.features]
+    if len(set(names)) != len(names):
+        raise ValueError(f"loss.features names must be unique, got {names}")
+    features = {spec.name: build_feature_loss(spec) for spec in config.features}
+    lpips = LPIPSLoss(config.lpips_net, config.lpips_pretrained) if config.lpips_weight else None
+    classifier = None
+    if config.classifier_weight:
+        classifier = ClassifierLoss(load_frozen_classifier(config.classifier), config.classifier_mode)
+    return PurificationLoss(
+        pixel, config.pixel_weight, features, lpips, config.lpips_weight, classifier,
+        config.classifier_weight, mixing_patch_size=purifier_config.patch_size if config.mixing else None,
+    )
+
+
+def build_attack(spec: AttackSpec, classifier: nn.Module):
+    """The `impure.attacks` attack `spec` names, aimed at `classifier`: `attack(images, labels)`."""
+    import impure.attacks
+
+    kind = getattr(impure.attacks, spec.name, None)
+    if kind is None or not isinstance(kind, type):
+        available = sorted(n for n in getattr(impure.attacks, "__all__", []) if n[:1].isupper())
+        raise ValueError(f"unknown attack {spec.name!r}; impure.attacks offers {available}")
+    try:
+        return kind(classifier, **spec.options)
+    except TypeError as error:
+        raise ValueError(f"bad options {spec.options} for attack {spec.name}: {error}") from error

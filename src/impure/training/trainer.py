@@ -1,0 +1,363 @@
+"""The two-stage IMPure Trainer: clean pre-training and adversarial fine-tuning, resumable and distributed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import ConcatDataset, Dataset, Subset
+from tqdm.auto import tqdm
+
+from impure.config import PurifierConfig
+from impure.data import AdversarialShards, fetch_batch, open_dataset
+from impure.device import select_device
+from impure.losses import PurificationLoss
+from impure.model import Purifier
+from impure.training.batches import BatchPlan, augment
+from impure.training.builders import build_attack, build_loss, load_frozen_classifier
+from impure.training.checkpoint import atomic_save, atomic_write_text, config_differences, load_checkpoint
+from impure.training.config import TrainConfig
+from impure.training.distributed import DistributedContext, init_distributed
+from impure.training.optim import build_optimizer, warmup_cosine
+from impure.training.validation import validate
+
+__all__ = ["Trainer"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+MODEL_DIR = "model"
+# Settings a resumed run may change: they do not affect the weights.
+_RESUMABLE_CHANGES = ("output_dir", "device", "log.", "data.num_workers", "validation.")
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    """A well-mixed 63-bit seed for (run seed, process, step)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: fp32)."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision 'fp16' needs a CUDA GPU, not {device.type}; use 'bf16' or 'fp32'")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Trainer:
+    """Train an IMPure purifier from a `TrainConfig`; objects passed here replace the config's.
+
+    Run with `Trainer(config).fit()`, or under `torchrun --nproc_per_node=N` for data parallelism: each
+    process trains on its slice of every batch, gradients are averaged, and only rank 0 writes files.
+    The randomness of step s (noise, partitions, patch mixing, augmentation, attack starts) is seeded
+    from (seed, rank, s), so the checkpoint's step restores the RNG state and the data position.
+
+    Args:
+        config: the run's settings (see `impure.training.config`).
+        purifier: a purifier to train instead of `config.model`.
+        loss: a loss to use instead of `config.loss` (e.g. a `FeatureLoss` over your own network).
+        train_data: training data instead of `config.data.train` (items (image, label); for fine-tuning
+            from saved pairs, (adversarial, clean, label)).
+        val_data: validation data (image, label) instead of `config.data.val`.
+    """
+
+    def __init__(self, config: TrainConfig, *, purifier: Purifier | None = None,
+                 loss: PurificationLoss | None = None, train_data: Dataset | None = None,
+                 val_data: Dataset | None = None):
+        config.validate()
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self._purifier, self._loss, self._train_data, self._val_data = purifier, loss, train_data, val_data
+        self.purifier: Purifier | None = None  # the purifier being trained, once `fit` has built it
+        self.history: list[dict[str, Any]] = []  # every record written to the log by this process
+
+    # ---------------------------------------------------------------------------------------------- setup
+    def _build_purifier(self) -> Purifier:
+        if self._purifier is not None:
+            return self._purifier
+        model = self.config.model
+        if model.init:
+            return Purifier.from_pretrained(model.init)
+        return Purifier(PurifierConfig.preset(model.preset, **model.overrides))
+
+    def _training_set(self) -> tuple[Dataset, bool]:
+        """The dataset and whether its items are already (adversarial, clean, label) triples."""
+        config = self.config
+        if self._train_data is not None:
+            dataset = self._train_data
+            paired = config.stage == "finetune" and not config.adversarial.attacks
+        elif config.stage == "finetune" and config.adversarial.shards:
+            parts = [AdversarialShards(path) for path in config.adversarial.shards]
+            dataset, paired = (parts[0] if len(parts) == 1 else ConcatDataset(parts)), True
+        else:
+            dataset = open_dataset(config.data.train, image_size=config.data.image_size or None)
+            paired = False
+        if config.data.train_limit:
+            dataset = Subset(dataset, range(min(config.data.train_limit, len(dataset))))
+        return dataset, paired
+
+    def _validation_set(self, device: torch.device) -> dict[str, tuple[torch.Tensor, ...]]:
+        """{"val": (inputs, targets, labels)} and, with a validation attack, {"val_adv": ...}."""
+        config = self.config
+        dataset = self._val_data
+        if dataset is None:
+            if not config.data.val:
+                return {}
+            dataset = open_dataset(config.data.val, image_size=config.data.image_size or None)
+        count = len(dataset) if not config.data.val_limit else min(config.data.val_limit, len(dataset))
+        images, labels = fetch_batch(dataset, list(range(count)))[:2]
+        sets = {"val": (images, images, labels)}
+        if config.validation.attack is not None:
+            classifier = self._val_classifier
+            attack = build_attack(config.validation.attack, classifier)
+            chunks = []
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(config.seed)
+                for start in range(0, count, config.validation.batch_size):
+                    part = slice(start, start + config.validation.batch_size)
+                    chunks.append(attack(images[part].to(device), labels[part].to(device)).detach().cpu())
+            sets["val_adv"] = (torch.cat(chunks), images, labels)
+        return sets
+
+    # ---------------------------------------------------------------------------------------------- fit
+    def fit(self, *, resume: bool = False, stop_after: int | None = None,
+            time_limit: float | None = None) -> dict[str, Any]:
+        """Train until `config.optim.steps` (or an earlier stop), checkpointing on the way.
+
+        Args:
+            resume: continue from `output_dir/checkpoint.pt` if it exists (else start afresh). Without
+                it an existing checkpoint is an error, so that nothing is overwritten by accident.
+            stop_after: stop (with a checkpoint) once this step is reached, e.g. to split a run.
+            time_limit: stop (with a checkpoint) at the first step boundary after this many seconds.
+
+        Returns:
+            {"step": last step, "finished": whether all steps ran, "metrics": the last logged record,
+             "model_dir": the saved model folder or None}.
+        """
+        device = select_device(self.config.device)
+        ctx = init_distributed(device.type)
+        if ctx.enabled and device.type == "cuda":
+            device = torch.device("cuda", ctx.local_rank)
+        try:
+            return self._fit(ctx, device, resume, stop_after, time_limit)
+        finally:
+            ctx.close()
+
+    def _fit(self, ctx: DistributedContext, device: torch.device, resume: bool, stop_after: int | None,
+             time_limit: float | None) -> dict[str, Any]:
+        config, optim = self.config, self.config.optim
+        autocast_dtype = _resolve_precision(config.precision, device)
+        torch.manual_seed(config.seed)  # identical initial weights in every process
+        purifier = self.purifier = self._build_purifier().to(device)
+        loss_fn = (self._loss or build_loss(config.loss, purifier.config)).to(device)
+        dataset, paired = self._training_set()
+        attacks = []
+        if config.stage == "finetune" and not paired:
+            classifiers = [load_frozen_classifier(spec).to(device) for spec in config.adversarial.classifiers]
+            attacks = [build_attack(spec, net) for net in classifiers for spec in config.adversarial.attacks]
+        self._val_classifier = (load_frozen_classifier(config.validation.classifier).to(device)
+                                if config.validation.classifier.network else None)
+        optimizer = build_optimizer(purifier, optim.lr, optim.weight_decay, optim.betas)
+        scheduler = warmup_cosine(optimizer, optim.warmup_steps, optim.steps, optim.min_lr / optim.lr)
+        scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+
+        step = self._restore(ctx, resume, purifier, optimizer, scheduler, scaler)
+        purifier.train()
+        loss_fn.train()
+        model: nn.Module = purifier
+        if ctx.enabled:
+            device_ids = [device.index] if device.type == "cuda" else None
+            model = DistributedDataParallel(purifier, device_ids=device_ids)
+        plan = BatchPlan(len(dataset), optim.batch_size, ctx.world_size, ctx.rank, config.seed)
+        batches = plan.batches(dataset, step * optim.grad_accum, config.data.num_workers)
+        val_sets = self._validation_set(device) if ctx.is_main else {}
+        log_path = self.output_dir / LOG_NAME
+        if ctx.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(json.dumps(config.to_dict(), indent=2), self.output_dir / "train_config.json")
+            self._truncate_log(log_path, step)
+        end = optim.steps if stop_after is None else min(optim.steps, stop_after)
+        bar = tqdm(total=optim.steps, initial=step, disable=not (ctx.is_main and config.log.progress),
+                   desc=f"{config.stage}", unit="step", dynamic_ncols=True)
+        sums: dict[str, torch.Tensor] = {}
+        window_start, window_steps, window_images, started = time.perf_counter(), 0, 0, time.perf_counter()
+        while step < end:
+            seed = _step_seed(config.seed, ctx.rank, step)
+            torch.manual_seed(seed)
+            generator = torch.Generator(device=device).manual_seed(seed)
+            augment_generator = torch.Generator().manual_seed(seed)
+            for micro in range(optim.grad_accum):
+                inputs, targets, labels = self._next_batch(
+                    batches, paired, attacks, step * optim.grad_accum + micro, augment_generator, device)
+                sync = not ctx.enabled or micro == optim.grad_accum - 1
+                no_sync = contextlib.nullcontext() if sync else model.no_sync()
+                with no_sync, self._autocast(device, autocast_dtype):
+                    purified = model(inputs, generator=generator, clamp=False)
+                    terms = loss_fn(purified.float(), targets, inputs, labels, generator=generator)
+                scaler.scale(terms["total"] / optim.grad_accum).backward()
+                for name, value in terms.items():  # kept on the device: no synchronisation per step
+                    sums[name] = sums.get(name, 0.0) + value.detach().double() / optim.grad_accum
+            if optim.grad_clip:
+                scaler.unscale_(optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(purifier.parameters(), optim.grad_clip)
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm.detach().double()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            window_steps += 1
+            window_images += optim.batch_size * optim.grad_accum * ctx.world_size
+            bar.update(1)
+            last = step == end
+            if step % max(config.log.every, 1) == 0 or last:
+                record = self._log_record(ctx, sums, window_steps, window_images, window_start)
+                record = {"step": step, "epoch": plan.position(step * optim.grad_accum)[0],
+                          "lr": scheduler.get_last_lr()[0], **record}
+                sums, window_steps, window_images, window_start = {}, 0, 0, time.perf_counter()
+                if ctx.is_main:
+                    bar.set_postfix(loss=f"{record['total']:.4f}", img_s=f"{record['images_per_s']:.1f}")
+                    self._record(log_path, record)
+            validate_now = (config.log.val_every and step % config.log.val_every == 0) or step == optim.steps
+            if ctx.is_main and val_sets and validate_now:
+                validation_start = time.perf_counter()
+                record = {"step": step, **self._validate(purifier, val_sets)}
+                window_start += time.perf_counter() - validation_start  # throughput counts training only
+                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in record.items()))
+                self._record(log_path, record)
+            timed_out = time_limit is not None and ctx.any(time.perf_counter() - started > time_limit, device)
+            if (config.log.checkpoint_every and step % config.log.checkpoint_every == 0) or last or timed_out:
+                self._checkpoint(ctx, purifier, optimizer, scheduler, scaler, step)
+            if timed_out:
+                break
+        bar.close()
+        finished = step >= optim.steps
+        model_dir = self._save_model(purifier) if finished and ctx.is_main else None
+        ctx.barrier()
+        last_train = next((r for r in reversed(self.history) if "total" in r), None)
+        return {"step": step, "finished": finished, "metrics": last_train, "model_dir": model_dir}
+
+    # ---------------------------------------------------------------------------------------------- steps
+    @staticmethod
+    def _autocast(device: torch.device, dtype: torch.dtype | None):
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def _next_batch(self, batches, paired: bool, attacks: list, micro_step: int,
+                    generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(inputs, targets, labels) on `device` for one micro-step."""
+        batch = next(batches)
+        data = self.config.data
+        if paired:
+            inputs, targets, labels = batch
+            inputs, targets = augment((inputs, targets), hflip=data.hflip, crop_padding=data.crop_padding,
+                                      generator=generator)
+            return inputs.to(device), targets.to(device), labels.to(device)
+        images, labels = batch[0], batch[1]
+        (images,) = augment((images,), hflip=data.hflip, crop_padding=data.crop_padding, generator=generator)
+        images, labels = images.to(device), labels.to(device)
+        if not attacks:  # pre-training: self-reconstruction
+            return images, images, labels
+        attack = attacks[micro_step % len(attacks)]
+        return attack(images, labels).detach(), images, labels
+
+    @staticmethod
+    def _log_record(ctx: DistributedContext, sums: dict[str, torch.Tensor], steps: int, images: int,
+                    since: float) -> dict[str, float]:
+        """The mean of every loss term over the window's steps and the processes, with throughput."""
+        names = sorted(sums)
+        values = ctx.mean(torch.stack([sums[n] for n in names]))
+        record = {n: v / steps for n, v in zip(names, values.tolist(), strict=True)}
+        record["images_per_s"] = images / max(time.perf_counter() - since, 1e-9)
+        return record
+
+    def _validate(self, purifier: Purifier,
+                  val_sets: dict[str, tuple[torch.Tensor, ...]]) -> dict[str, float]:
+        metrics = {}
+        for name, (inputs, targets, labels) in val_sets.items():
+            result = validate(purifier, inputs, targets, labels, classifier=self._val_classifier,
+                              batch_size=self.config.validation.batch_size, seed=self.config.seed)
+            metrics.update({f"{name}/{k}": v for k, v in result.items()})
+        return metrics
+
+    # ---------------------------------------------------------------------------------------------- files
+    def _restore(self, ctx: DistributedContext, resume: bool, purifier: Purifier, optimizer, scheduler,
+                 scaler) -> int:
+        """Load the checkpoint when resuming; return the step to start from."""
+        path = self.output_dir / CHECKPOINT_NAME
+        if not path.is_file():
+            return 0
+        if not resume:
+            raise ValueError(f"{path} exists: pass resume=True (--resume) to continue that run, or choose "
+                             "another output_dir; nothing was overwritten")
+        state = load_checkpoint(path)
+        changed = [n for n in config_differences(state["config"], self.config.to_dict())
+                   if not n.startswith(_RESUMABLE_CHANGES)]
+        if changed:
+            raise ValueError(f"cannot resume {path}: the config changed in {changed}; restore those settings "
+                             "or start a new output_dir (use model.init to start from its weights)")
+        if state["world_size"] != ctx.world_size:
+            raise ValueError(f"{path} was written by {state['world_size']} process(es); resume it with the "
+                             f"same number, not {ctx.world_size}")
+        purifier.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        return int(state["step"])
+
+    def _checkpoint(self, ctx: DistributedContext, purifier: Purifier, optimizer, scheduler, scaler,
+                    step: int) -> None:
+        if ctx.is_main:
+            atomic_save({
+                "step": step, "world_size": ctx.world_size, "config": self.config.to_dict(),
+                "purifier_config": purifier.config.to_dict(), "model": purifier.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+            }, self.output_dir / CHECKPOINT_NAME)
+
+    def _save_model(self, purifier: Purifier) -> Path:
+        """`save_pretrained` into `output_dir/model`, swapped in whole so that no half model is left."""
+        target = self.output_dir / MODEL_DIR
+        staging = Path(tempfile.mkdtemp(dir=self.output_dir, prefix=".model."))
+        try:
+            purifier.save_pretrained(staging)
+            if target.exists():
+                old = target.with_name(f".{MODEL_DIR}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                target.rename(old)
+                staging.rename(target)
+                shutil.rmtree(old)
+            else:
+                staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def _record(self, path: Path, record: dict[str, Any]) -> None:
+        """Append `record` to the JSONL log and to `history`."""
+        with path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record) + "\n")
+        self.history.append(record)
+
+    @staticmethod
+    def _truncate_log(path: Path, step: int) -> None:
+        """Drop log records after `step` (written by an interrupted run after its last checkpoint)."""
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            atomic_write_text("".join(line + "\n" for line in kept), path)

@@ -1,0 +1,296 @@
+"""The Trainer: configs, optimiser, exact resume, distributed training, validation and the CLI on CIFAR-10."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from impure import Purifier, PurifierConfig
+from impure.cli import main as cli
+from impure.training import TrainConfig, Trainer, load_config
+from impure.training.batches import BatchPlan, augment
+from impure.training.optim import build_optimizer, warmup_cosine
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+
+@pytest.fixture(scope="module")
+def data(shared_dir):
+    cifar = shared_dir / "data" / "cifar10"
+    models = shared_dir / "models"
+    return {"train": str(cifar / "train_jpeg.npz"), "val": str(cifar / "test_dev.npz"),
+            "r20": str(models / "cifar10_resnet20.safetensors"), "r56": str(models / "cifar10_resnet56.safetensors")}
+
+
+def tiny_config(output_dir: Path, train: str, **sections) -> dict:
+    """A few-step run of the tiny preset on a small slice of the data."""
+    values = {
+        "output_dir": str(output_dir), "model": {"preset": "tiny"},
+        "data": {"train": train, "train_limit": 256, "crop_padding": 2},
+        "optim": {"steps": 6, "batch_size": 8, "grad_accum": 2, "warmup_steps": 2, "lr": 2e-3, "grad_clip": 1.0},
+        "log": {"every": 2, "checkpoint_every": 0, "progress": False},
+    }
+    for name, settings in sections.items():
+        merge = isinstance(settings, dict) and name != "model"
+        values[name] = {**values.get(name, {}), **settings} if merge else settings
+    return values
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model" / "model.safetensors"))
+
+
+def records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------------------------ configs
+def test_toml_and_yaml_configs_map_onto_dataclasses(tmp_path):
+    (tmp_path / "run.toml").write_text(textwrap.dedent("""
+        stage = "finetune"
+        [model]
+        preset = "tiny"
+        overrides = { mask_mode = "token" }
+        [data]
+        train = "x.npz"
+        [optim]
+        steps = 50
+        warmup_steps = 5
+        betas = [0.9, 0.99]
+        [[loss.features]]
+        name = "r20"
+        network = "cifar_resnet20"
+        nodes = { "layer3" = 2 }
+        [adversarial]
+        classifiers = [{ network = "cifar_resnet20", weights = "r20.safetensors" }]
+        attacks = [{ name = "PGD", eps = "8/255", alpha = "2/255", steps = 3 }]
+    """))
+    config = load_config(tmp_path / "run.toml", ["optim.lr=3e-4", "log.progress=false"])
+    assert config.stage == "finetune" and config.model.overrides == {"mask_mode": "token"}
+    assert config.optim.betas == (0.9, 0.99) and config.optim.steps == 50 and config.optim.lr == 3e-4
+    assert config.loss.features[0].nodes == {"layer3": 2} and config.log.progress is False
+    attack = config.adversarial.attacks[0]
+    assert attack.name == "PGD" and attack.options == {"eps": 8 / 255, "alpha": 2 / 255, "steps": 3}
+    import yaml
+
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    assert load_config(tmp_path / "run.yaml") == config
+
+
+def test_example_configs_are_valid():
+    paths = sorted((ROOT / "configs").glob("*.toml"))
+    assert {p.stem for p in paths} >= {"cifar10-s-cpu-pretrain", "cifar10-s-cpu-finetune", "paper-imagenet-pretrain",
+                                       "paper-imagenet-finetune"}
+    stages = {load_config(path).stage for path in paths}
+    assert stages == {"pretrain", "finetune"}
+    paper = load_config(ROOT / "configs" / "paper-imagenet-finetune.toml")
+    assert paper.loss.features[0].nodes == {"features.38": 30.0, "features.51": 10.0, "classifier.1": 10.0}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[optim]\nstep = 3", r"unknown key\(s\) \['step'\] in config.optim; known keys: .*'steps'"),
+    ("[optim]\nsteps = 'many'", r"config.optim.steps must be int, got 'many'"),
+    ("[optim]\nsteps = true", r"config.optim.steps must be int"),
+    ("[model]\npreset = 'tiny'\ninit = 'runs/x/model'", "set exactly one of model.preset"),
+    ("stage = 'finetune'", "fine-tuning needs adversarial inputs"),
+    ("stage = 'train'", "stage must be 'pretrain' or 'finetune'"),
+    ("[adversarial]\nattacks = [{ eps = 0.03 }]", r"must be a table with a `name`"),
+    ("[optim]\nwarmup_steps = 5000", r"warmup_steps must be in \[0, steps=1000\]"),
+])
+def test_bad_configs_name_the_problem(tmp_path, text, message):
+    base = "[data]\ntrain = 'x.npz'\n" if "[data]" not in text else ""
+    if "[model]" not in text:
+        base += "[model]\npreset = 'tiny'\n"
+    (tmp_path / "bad.toml").write_text(text + "\n" + base)
+    with pytest.raises(ValueError, match=message):
+        load_config(tmp_path / "bad.toml")
+
+
+# ------------------------------------------------------------------------------------------------ pieces
+def test_weight_decay_skips_norms_biases_and_tokens():
+    purifier = Purifier(PurifierConfig.preset("tiny"))
+    optimizer = build_optimizer(purifier, 1e-3, 0.05)
+    decayed = {id(p) for p in optimizer.param_groups[0]["params"]}
+    for name, parameter in purifier.named_parameters():
+        is_matrix = parameter.ndim > 1 and not name.endswith("token")
+        assert (id(parameter) in decayed) == is_matrix, name
+    assert optimizer.param_groups[0]["weight_decay"] == 0.05 and optimizer.param_groups[1]["weight_decay"] == 0
+    assert optimizer.defaults["betas"] == (0.9, 0.95)
+    scheduler = warmup_cosine(optimizer, warmup_steps=4, total_steps=14, min_ratio=0.1)
+    rates = []
+    for _ in range(14):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:5] == sorted(rates[:5]) and max(rates) == pytest.approx(1e-3)
+    assert rates[4:] == sorted(rates[4:], reverse=True) and scheduler.get_last_lr()[0] == pytest.approx(1e-4)
+
+
+def test_batch_plan_splits_ranks_and_reshuffles_epochs():
+    plans = [BatchPlan(100, 10, world_size=2, rank=r, seed=3) for r in range(2)]
+    epoch0 = [i for step in range(5) for plan in plans for i in plan.indices(step)]
+    assert sorted(epoch0) == list(range(100))  # both ranks together read each sample once per epoch
+    assert plans[0].indices(5) != plans[0].indices(0) and plans[0].position(7) == (1, 2)
+    assert BatchPlan(100, 10, 2, 0, seed=3).indices(6) == plans[0].indices(6)  # a pure function of the step
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        BatchPlan(15, 8, world_size=2)
+
+
+def test_augment_applies_one_transform_to_the_pair():
+    adversarial, clean = torch.rand(6, 3, 8, 8), torch.rand(6, 3, 8, 8)
+    out_adv, out_clean = augment((adversarial, clean), hflip=True, crop_padding=2,
+                                 generator=torch.Generator().manual_seed(0))
+    again = augment((adversarial, clean), hflip=True, crop_padding=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out_adv, again[0]) and out_adv.shape == adversarial.shape
+    # The same flip and shift on both: the difference moves with the images.
+    delta, _ = augment((adversarial - clean, clean), hflip=True, crop_padding=2,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out_adv - out_clean, delta, atol=1e-6)
+    flipped = augment((clean,), hflip=True, crop_padding=0, generator=torch.Generator().manual_seed(1))[0]
+    assert all(torch.equal(f, c) or torch.equal(f, c.flip(-1)) for f, c in zip(flipped, clean, strict=True))
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path, data):
+    Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "a", data["train"]))).fit()
+    first = Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "b", data["train"]))).fit(stop_after=3)
+    assert first["step"] == 3 and not first["finished"] and first["model_dir"] is None
+    with pytest.raises(ValueError, match="pass resume=True"):  # never overwrite a run by accident
+        Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "b", data["train"]))).fit()
+    changed = tiny_config(tmp_path / "b", data["train"], optim={"lr": 1e-3})
+    with pytest.raises(ValueError, match=r"config changed in \['optim.lr'\]"):
+        Trainer(TrainConfig.from_dict(changed)).fit(resume=True)
+    second = Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "b", data["train"]))).fit(resume=True)
+    assert second["finished"] and second["step"] == 6
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    initial = Purifier(PurifierConfig.preset("tiny")).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], initial[k]) for k in a)  # and training did change them
+    assert [r["step"] for r in records(tmp_path / "b")] == [2, 3, 4, 6]
+    assert not list((tmp_path / "b").glob(".*"))  # no temporary files left behind
+    reloaded = Purifier.from_pretrained(str(tmp_path / "b" / "model"))
+    assert reloaded.config == PurifierConfig.preset("tiny")
+
+
+def test_time_limit_stops_with_a_checkpoint_and_validation_reports(tmp_path, data):
+    values = tiny_config(tmp_path, data["train"], data={"val": data["val"], "val_limit": 8},
+                         validation={"classifier": {"network": "cifar_resnet20", "weights": data["r20"]},
+                                     "attack": {"name": "FGSM", "eps": "8/255"}, "batch_size": 8},
+                         optim={"steps": 3, "grad_accum": 1}, log={"val_every": 2})
+    result = Trainer(TrainConfig.from_dict(values)).fit(time_limit=0)
+    assert result["step"] == 1 and not result["finished"] and (tmp_path / "checkpoint.pt").is_file()
+    trainer = Trainer(TrainConfig.from_dict(values))
+    assert trainer.fit(resume=True)["finished"]
+    validation = [r for r in trainer.history if "val/psnr" in r]
+    assert [r["step"] for r in validation] == [2, 3]
+    for record in validation:
+        assert 0 < record["val/l1"] < 1 and 0 < record["val/psnr"] < 60
+        assert 0 <= record["val/accuracy"] <= 1 and 0 <= record["val_adv/accuracy"] <= 1
+
+
+def test_bf16_autocast_on_the_cpu_and_fp16_refused(tmp_path, data):
+    values = tiny_config(tmp_path, data["train"], precision="bf16", optim={"steps": 2, "grad_accum": 1})
+    result = Trainer(TrainConfig.from_dict(values)).fit()
+    assert result["finished"] and torch.isfinite(torch.tensor(result["metrics"]["total"]))
+    values = tiny_config(tmp_path / "fp16", data["train"], precision="fp16")
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
+        Trainer(TrainConfig.from_dict(values)).fit()
+
+
+def test_two_process_gloo_training_ends_with_identical_weights(tmp_path, data):
+    values = tiny_config(tmp_path / "run", data["train"], optim={"steps": 4, "grad_accum": 1})
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, torch
+        from impure.training import Trainer, load_config
+        trainer = Trainer(load_config({str(tmp_path / "config.json")!r}))
+        result = trainer.fit()
+        torch.save(trainer.purifier.state_dict(), {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
+        print("rank", os.environ["RANK"], "history", len(trainer.history), "model", result["model_dir"])
+    """))
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # gradients were averaged across processes
+    initial = Purifier(PurifierConfig.preset("tiny")).state_dict()
+    assert any(not torch.equal(rank0[k], initial[k]) for k in rank0)
+    assert "rank 0 history 2 model" in done.stdout and "rank 1 history 0 model None" in done.stdout  # rank 0 writes
+    assert [r["step"] for r in records(tmp_path / "run")] == [2, 4]
+    assert all(torch.equal(rank0[k], v) for k, v in weights(tmp_path / "run").items())
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+def _window_loss(folder: Path, first: bool) -> float:
+    train = [r["total"] for r in records(folder) if "total" in r]
+    return train[0] if first else train[-1]
+
+
+def test_cli_runs_both_stages_on_cifar10_and_lowers_the_loss(tmp_path, data, capsys):
+    pretrain = tiny_config(tmp_path / "pre", data["train"], data={"train_limit": 0},
+                           optim={"steps": 30, "batch_size": 16, "grad_accum": 1, "warmup_steps": 3,
+                                  "lr": 3e-3}, log={"every": 5})
+    (tmp_path / "pre.json").write_text(json.dumps(pretrain))
+    assert cli(["train", str(tmp_path / "pre.json")]) == 0
+    assert _window_loss(tmp_path / "pre", first=False) < 0.9 * _window_loss(tmp_path / "pre", first=True)
+
+    # Adversarial examples against ResNet-20, written in two shards; a resumed job rewrites a lost shard
+    # exactly as before.
+    shards = tmp_path / "adv"
+    make = ["make-adversarial", data["train"], "-o", str(shards), "--classifier", "cifar_resnet20",
+            "--weights", data["r20"], "--attack", "PGD", "--eps", "8/255", "--alpha", "2/255", "--steps", "2",
+            "--limit", "96", "--shard-size", "64", "--batch-size", "32", "--device", "cpu"]
+    assert cli(make) == 0
+    original = (shards / "shard-00001-adversarial.npy").read_bytes()
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert manifest["shards"] == ["shard-00000", "shard-00001"] and manifest["complete"]
+    (shards / "shard-00001-adversarial.npy").unlink()
+    (shards / "manifest.json").write_text(json.dumps({**manifest, "shards": manifest["shards"][:1],
+                                                      "complete": False}))
+    assert cli(make) == 0
+    assert (shards / "shard-00001-adversarial.npy").read_bytes() == original
+    assert cli([*make[:-2], "--device", "cpu", "--seed", "1"]) == 1  # other settings: refused, not overwritten
+    assert "other settings" in capsys.readouterr().err
+
+    finetune = tiny_config(tmp_path / "fine", "", stage="finetune", model={"init": str(tmp_path / "pre" / "model")},
+                           adversarial={"shards": [str(shards)]},
+                           loss={"features": [{"name": "r20", "network": "cifar_resnet20", "weights": data["r20"],
+                                               "nodes": {"layer1.2.relu_1": 1.0, "layer2.2.relu_1": 1.0}}]},
+                           optim={"steps": 24, "batch_size": 16, "grad_accum": 1, "warmup_steps": 2, "lr": 2e-3},
+                           data={"train_limit": 0}, log={"every": 4})
+    (tmp_path / "fine.json").write_text(json.dumps(finetune))
+    assert cli(["train", str(tmp_path / "fine.json")]) == 0
+    log = [r for r in records(tmp_path / "fine") if "total" in r]
+    assert {"pixel", "feature/r20/layer1.2.relu_1", "feature/r20/layer2.2.relu_1", "images_per_s"} <= log[0].keys()
+    assert log[-1]["total"] < log[0]["total"]
+    assert (tmp_path / "fine" / "model" / "model.safetensors").is_file()
+
+
+def test_finetune_attacks_on_the_fly(tmp_path, data):
+    values = tiny_config(tmp_path, data["train"], stage="finetune",
+                         adversarial={"classifiers": [{"network": "cifar_resnet20", "weights": data["r20"]}],
+                                      "attacks": [{"name": "FGSM", "eps": "8/255"},
+                                                  {"name": "PGD", "eps": "8/255", "alpha": "2/255", "steps": 1}]},
+                         loss={"classifier": {"network": "cifar_resnet20", "weights": data["r20"]},
+                               "classifier_weight": 0.1},
+                         optim={"steps": 2})
+    trainer = Trainer(TrainConfig.from_dict(values))
+    result = trainer.fit()
+    assert result["finished"] and {"pixel", "classifier", "total"} <= result["metrics"].keys()
+    bad = tiny_config(tmp_path / "bad", data["train"], stage="finetune",
+                      adversarial={"classifiers": [{"network": "cifar_resnet20", "weights": data["r20"]}],
+                                   "attacks": [{"name": "Nope"}]})
+    with pytest.raises(ValueError, match=r"unknown attack 'Nope'; impure.attacks offers \[.*'PGD'"):
+        Trainer(TrainConfig.from_dict(bad)).fit()
