@@ -1,0 +1,116 @@
+"""Train the small CIFAR-10 classifier bundled for `impure demo` (a ResNet-20) on the CPU, resumably.
+
+    python recipes/train_demo_classifier.py --out runs/demo-classifier [--epochs 15] [--threads 2]
+
+It trains on the 50,000 JPEG training images of ../shared/data/cifar10/train_jpeg.npz (random crops and
+flips), checkpoints after every epoch (atomically; rerun the same command to resume), and writes the final
+weights as float16 safetensors to OUT/model.safetensors, with the accuracy on test_dev.npz in OUT/card.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from impure.classifiers import cifar_resnet20
+from impure.data import CIFAR10JPEG, load_npz
+from impure.hub import save_file_atomic
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crops (zero padding) and horizontal flips, vectorised over the batch."""
+    count, _, height, width = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (count,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (count,), generator=generator)
+    rows = (dy[:, None] + torch.arange(height))[:, None, :, None].expand(-1, 3, -1, width + 2 * padding)
+    cropped = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(width))[:, None, None, :].expand(-1, 3, height, -1)
+    cropped = cropped.gather(3, cols)
+    flip = torch.rand(count, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    model.eval()
+    predictions = torch.cat([model(chunk).argmax(1) for chunk in images.split(250)])
+    return float((predictions == labels).float().mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/demo-classifier"))
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    train = CIFAR10JPEG(SHARED / "data" / "cifar10" / "train_jpeg.npz")
+    train_images, train_labels = train.get_batch(torch.arange(len(train)))  # decoded once, ~600 MB float
+    test_images, test_labels = load_npz(SHARED / "data" / "cifar10" / "test_dev.npz")
+
+    torch.manual_seed(args.seed)
+    model = cifar_resnet20()
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    steps_per_epoch = len(train) // args.batch_size
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
+                                                   steps_per_epoch=steps_per_epoch, pct_start=0.2)
+    generator = torch.Generator().manual_seed(args.seed)
+    start_epoch, checkpoint = 0, args.out / "checkpoint.pt"
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        start_epoch = state["epoch"]
+        print(f"resuming after epoch {start_epoch}")
+
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        started, seen = time.perf_counter(), 0
+        bar = tqdm(order[: steps_per_epoch * args.batch_size].split(args.batch_size), desc=f"epoch {epoch + 1}")
+        for batch in bar:
+            images = augment(train_images[batch], generator)
+            loss = F.cross_entropy(model(images), train_labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seen += len(batch)
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+        test_accuracy = accuracy(model, test_images, test_labels)
+        print(f"epoch {epoch + 1}: test_dev accuracy {test_accuracy:.3f}")
+        temporary = checkpoint.with_suffix(".tmp")
+        torch.save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                        generator=generator.get_state(), epoch=epoch + 1), temporary)
+        os.replace(temporary, checkpoint)
+
+    model.eval()
+    weights = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    save_file_atomic(weights, args.out / "model.safetensors")
+    check = cifar_resnet20(args.out / "model.safetensors")
+    card = dict(architecture="cifar_resnet20", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                seed=args.seed, test_dev_accuracy_fp32=accuracy(model, test_images, test_labels),
+                test_dev_accuracy_fp16_weights=accuracy(check, test_images, test_labels))
+    (args.out / "card.json").write_text(json.dumps(card, indent=1))
+    print(json.dumps(card))
+
+
+if __name__ == "__main__":
+    main()
