@@ -1,0 +1,96 @@
+"""`impure evaluate`: robust accuracy of a classifier behind a defence, printed and saved as reports."""
+
+from __future__ import annotations
+
+import argparse
+from fractions import Fraction
+from pathlib import Path
+
+_REPORTS = ("result.json", "result.md", "grid.png", "chart.png")
+
+
+def parse_eps(text: str) -> float:
+    """An ε given as a fraction ("8/255") or a number ("0.0314") on the [0, 1] pixel scale."""
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError) as error:
+        message = f"invalid eps {text!r}: give a fraction like 8/255 or a number"
+        raise argparse.ArgumentTypeError(message) from error
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"eps must lie in (0, 1] on the [0, 1] pixel scale, got {text}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from impure.evaluation import DEFAULT_ATTACKS, DEFAULT_EOT_SAMPLES, list_attacks
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="robust accuracy of a classifier behind a defence: table, JSON, plots",
+        description="Attack CLASSIFIER on DATA under grey-box (attacks made on the bare classifier, then "
+        "purified) and white-box (attacks through the defence, EOT over its noise) threat models, print a "
+        "Markdown table, and write result.json and result.md into --out.",
+    )
+    add = parser.add_argument
+    add("--classifier", required=True,
+        help="cifar_resnet20, cifar_resnet56 or squeezenet1_0_caffe (with --classifier-weights) or their "
+             ".safetensors file; torchvision:NAME; timm:NAME; module:callable; or a TorchScript file")
+    add("--classifier-weights", type=Path, help="weights file for a classifier named by its architecture")
+    add("--data", required=True,
+        help="an .npz with images/labels, an image folder (one subfolder per class), or a torchvision "
+             "dataset name (cifar10, cifar100, svhn, stl10)")
+    add("--purifier", default=None,
+        help="a purifier folder or name for Purifier.from_pretrained, or a baseline: jpegQ, bitsB, medianK "
+             "(e.g. jpeg75, bits4, median3); default: no defence")
+    add("--attacks", type=_names, default=list(DEFAULT_ATTACKS),
+        help=f"comma-separated, from {', '.join(list_attacks())} (default: {','.join(DEFAULT_ATTACKS)})")
+    add("--threat", default="both", choices=("grey-box", "white-box", "bpda", "both", "all"),
+        help="threat model; both = grey-box and white-box, all adds bpda (default: both)")
+    add("--eps", type=parse_eps, default=8 / 255, help="ℓ∞ budget, e.g. 8/255 (default)")
+    add("--steps", type=int, help="iterations of each iterative attack (default: 10; DeepFool 50)")
+    add("--eot-samples", type=int,
+        help=f"EOT samples per white-box step for a stochastic defence (default {DEFAULT_EOT_SAMPLES})")
+    add("--batch-size", type=int, default=100, help="images per batch (default 100)")
+    add("--limit", type=int, help="evaluate only the first N images")
+    add("--image-size", type=int, help="resize image-folder images to this side")
+    add("--data-root", type=Path, help="where torchvision datasets are stored")
+    add("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
+    add("--seed", type=int, default=0, help="random seed, for a repeatable run (default 0)")
+    add("--out", type=Path, help="folder for result.json and result.md (and the plots)")
+    add("--grid", action="store_true", help="also write grid.png: clean, adversarial, purified, residual")
+    add("--chart", action="store_true", help="also write chart.png (needs matplotlib)")
+    add("--force", action="store_true", help="replace reports already in --out")
+    add("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from impure.evaluation import evaluate
+
+    if (args.grid or args.chart) and args.out is None:
+        raise ValueError("--grid and --chart write files: give --out DIR")
+    if args.out is not None and not args.force:
+        existing = [name for name in _REPORTS if (args.out / name).exists()]
+        if existing:
+            raise ValueError(f"{args.out} already holds {', '.join(existing)}; pass --force to replace them")
+    if args.chart:  # fail before the long run, not after it
+        from importlib.util import find_spec
+
+        if find_spec("matplotlib") is None:
+            raise ValueError('--chart needs matplotlib: `pip install "impure[plots]"`, or leave out --chart')
+    result = evaluate(
+        args.classifier, args.data, args.purifier, attacks=args.attacks, threat=args.threat, eps=args.eps,
+        steps=args.steps, batch_size=args.batch_size, device=args.device, eot_samples=args.eot_samples,
+        seed=args.seed, limit=args.limit, image_size=args.image_size, data_root=args.data_root,
+        classifier_weights=args.classifier_weights, keep_examples=8 if args.grid else 0,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(result.to_markdown())
+    if args.out is not None:
+        paths = result.save(args.out, grid=args.grid, chart=args.chart)
+        print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0

@@ -1,0 +1,103 @@
+"""Pictures of an evaluation: an example grid (Pillow) and a robust-accuracy bar chart (matplotlib)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from impure.evaluation.report import atomic_write
+
+if TYPE_CHECKING:
+    from impure.evaluation.report import EvaluationResult
+
+__all__ = ["residual_image", "save_bar_chart", "save_grid"]
+
+_ROWS = ("clean", "adversarial", "purified", "residual")
+
+
+def residual_image(residual: torch.Tensor, eps: float) -> torch.Tensor:
+    """Map a residual in [-eps, eps] to a visible image in [0, 1]: grey is zero, ±eps saturates."""
+    return (0.5 + residual / (2 * eps)).clamp(0, 1)
+
+
+def save_grid(
+    result: EvaluationResult, path: str | os.PathLike, attack: str | None = None, threat: str | None = None
+) -> Path:
+    """Save a PNG whose rows are clean, adversarial, purified-adversarial and amplified-residual images.
+
+    The residual row shows P(x_adv) - P(x) scaled so that ±eps is full contrast.
+
+    Args:
+        result: an evaluation run with `keep_examples > 0`.
+        path: the PNG file to write.
+        attack: which attack's examples to show (default: the first measured).
+        threat: which threat model's examples to show (default: the first measured).
+    """
+    if not result.examples:
+        raise ValueError(
+            "this result holds no example images; run evaluate(..., keep_examples=8) to keep some"
+        )
+    keys = [key for key in result.examples if (attack is None or key.split("/")[1] == attack)
+            and (threat is None or key.split("/")[0] == threat)]  # fmt: skip
+    if not keys:
+        raise ValueError(
+            f"no examples for attack={attack!r}, threat={threat!r}; kept: {sorted(result.examples)}"
+        )
+    example = result.examples[keys[0]]
+    rows = [example["clean"], example["adversarial"], example["purified"],
+            residual_image(example["residual"], result.eps)]  # fmt: skip
+    count = rows[0].shape[0]
+    grid = make_grid(torch.cat(rows).float().cpu(), nrow=count, padding=2, pad_value=1.0)
+    # Nearest-neighbour upscaling keeps 32-pixel images legible without smoothing the perturbation away.
+    scale = max(1, 128 // rows[0].shape[-1])
+    pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    image = Image.fromarray(pixels).resize((grid.shape[2] * scale, grid.shape[1] * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return atomic_write(path, buffer.getvalue())
+
+
+def save_bar_chart(result: EvaluationResult, path: str | os.PathLike) -> Path:
+    """Save a bar chart (PNG, SVG or PDF by suffix) of robust accuracy per attack, one bar per threat.
+
+    Needs matplotlib, an optional extra: `pip install "impure[plots]"`.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError(
+            'the bar chart needs matplotlib, which is not installed; run `pip install "impure[plots]"` '
+            "(or `pip install matplotlib`), or leave out the chart"
+        ) from error
+    attacks = list(dict.fromkeys(e.attack for e in result.attacks))
+    by_key = {(e.attack, e.threat): e.robust_accuracy for e in result.attacks}
+    width = 0.8 / max(1, len(result.threats))
+    figure, axes = plt.subplots(figsize=(max(5.0, 0.9 * len(attacks) + 2), 3.5))
+    try:
+        for index, threat in enumerate(result.threats):
+            positions = [i + (index - (len(result.threats) - 1) / 2) * width for i in range(len(attacks))]
+            heights = [100 * by_key.get((name, threat), float("nan")) for name in attacks]
+            axes.bar(positions, heights, width=width, label=threat)
+        axes.axhline(100 * result.defended_accuracy, color="black", linestyle="--", linewidth=1,
+                     label="clean (defended)")  # fmt: skip
+        axes.set_xticks(range(len(attacks)), attacks, rotation=30, ha="right")
+        axes.set_ylabel("robust accuracy (%)")
+        axes.set_ylim(0, 100)
+        axes.set_title(f"{result.classifier} + {result.defence}, ε = {result.eps * 255:.3g}/255")
+        axes.legend(fontsize="small")
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        suffix = Path(path).suffix.lstrip(".").lower() or "png"
+        figure.savefig(buffer, format=suffix, dpi=120)
+    finally:
+        plt.close(figure)
+    return atomic_write(path, buffer.getvalue())

@@ -1,0 +1,233 @@
+"""The result of a robustness evaluation and its reports: JSON, Markdown tables, atomic file writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["AttackResult", "EvaluationResult", "atomic_write", "summary_table"]
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder, then `os.replace`.
+
+    A reader never sees a half-written file and an existing file survives a failed write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(payload)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class AttackResult:
+    """Robustness against one attack under one threat model."""
+
+    attack: str  # attack name, e.g. "pgd"
+    threat: str  # "grey-box", "white-box" or "bpda"
+    robust_accuracy: float  # fraction of all images still classified correctly through the defence
+    residual_linf: float  # mean over images of ||P(x_adv) - P(x)||_inf (P = identity without a defence)
+    residual_l2: float  # mean over images of ||P(x_adv) - P(x)||_2, on the [0, 1] pixel scale
+    perturbation_linf: float  # largest ||x_adv - x||_inf over the images (must not exceed eps)
+    seconds: float  # wall time of making and scoring the adversarial examples
+
+
+@dataclass
+class EvaluationResult:
+    """Everything `evaluate` measured; save it with `save`, `save_json`, `save_markdown`, `save_grid`."""
+
+    classifier: str
+    defence: str  # "none", a baseline name or the purifier's description
+    data: str
+    num_images: int
+    eps: float
+    threats: list[str]
+    clean_accuracy: float  # bare classifier on clean images
+    defended_accuracy: float  # classifier on purified clean images
+    psnr: float | None  # mean PSNR (dB) of P(x) against x; None without a defence
+    images_per_second: float  # defended inference throughput (purifier + classifier), clean images
+    classifier_images_per_second: float  # the bare classifier's throughput, for comparison
+    peak_memory_mb: float | None  # peak GPU memory on CUDA, else the process's peak resident memory
+    device: str
+    seed: int  # the seed the run used (drawn at random when none was given), to repeat it
+    eot_samples: int  # gradient samples per attack step in white-box attacks (1 for a deterministic defence)
+    stochastic_defence: bool
+    settings: dict[str, Any] = field(default_factory=dict)  # attack parameters
+    attacks: list[AttackResult] = field(default_factory=list)
+    worst_case: dict[str, float] = field(default_factory=dict)  # threat -> images robust to every attack
+    mean: dict[str, float] = field(default_factory=dict)  # threat -> mean robust accuracy over attacks
+    # First images of each (threat, attack) for `save_grid`: clean, adversarial, purified, residual.
+    examples: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    # ----------------------------------------------------------------------------------------------
+    def robust_accuracy(self, attack: str, threat: str = "grey-box") -> float:
+        """Robust accuracy against `attack` under `threat`."""
+        for entry in self.attacks:
+            if entry.attack == attack and entry.threat == threat:
+                return entry.robust_accuracy
+        known = sorted({(e.attack, e.threat) for e in self.attacks})
+        raise KeyError(f"no result for attack {attack!r} under {threat!r}; measured: {known}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary of every measured number (examples excluded)."""
+        data = dataclasses.asdict(self)
+        data.pop("examples")
+        return _finite(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
+        """Rebuild a result from `to_dict` output (for example a saved JSON file)."""
+        data = dict(data)
+        data["attacks"] = [AttackResult(**entry) for entry in data.get("attacks", [])]
+        return cls(**data)
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> EvaluationResult:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        """Write the result as JSON (atomically)."""
+        return atomic_write(path, self.to_json() + "\n")
+
+    def to_markdown(self) -> str:
+        """A Markdown report: the setting, clean numbers, and robust accuracy per attack and threat."""
+        pct = _percent
+        lines = [
+            f"# Robustness of {self.classifier} with defence {self.defence}",
+            "",
+            f"Data: {self.data} ({self.num_images} images); ℓ∞ ε = {_eps_text(self.eps)}; "
+            f"device {self.device}; seed {self.seed}; EOT samples {self.eot_samples}"
+            f"{' (stochastic defence)' if self.stochastic_defence else ''}.",
+            "",
+            "| clean accuracy | through the defence | PSNR (dB) | images/s (defended) "
+            "| images/s (classifier) | peak memory (MB) |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {pct(self.clean_accuracy)} | {pct(self.defended_accuracy)} | "
+            f"{'—' if self.psnr is None else f'{self.psnr:.2f}'} | {self.images_per_second:.1f} | "
+            f"{self.classifier_images_per_second:.1f} | "
+            f"{'—' if self.peak_memory_mb is None else f'{self.peak_memory_mb:.0f}'} |",
+            "",
+            "Robust accuracy (%) on all images; residual = mean ‖P(x_adv) − P(x)‖ (ℓ∞ in /255, ℓ2).",
+            "",
+            "| attack | " + " | ".join(f"{t} | residual ℓ∞ | residual ℓ2" for t in self.threats) + " |",
+            "|---|" + "---:|---:|---:|" * len(self.threats),
+        ]
+        by_key = {(e.attack, e.threat): e for e in self.attacks}
+        for name in dict.fromkeys(e.attack for e in self.attacks):
+            cells = []
+            for threat in self.threats:
+                entry = by_key.get((name, threat))
+                if entry is None:
+                    cells += ["—"] * 3
+                else:
+                    cells += [
+                        pct(entry.robust_accuracy),
+                        f"{entry.residual_linf * 255:.2f}",
+                        f"{entry.residual_l2:.3f}",
+                    ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for label, values in (("**worst case**", self.worst_case), ("**mean**", self.mean)):
+            cells = []
+            for threat in self.threats:
+                cells += [pct(values[threat]) if threat in values else "—", "", ""]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def save_markdown(self, path: str | os.PathLike) -> Path:
+        """Write `to_markdown()` (atomically)."""
+        return atomic_write(path, self.to_markdown())
+
+    def save(self, out_dir: str | os.PathLike, *, grid: bool = False, chart: bool = False) -> dict[str, Path]:
+        """Write `result.json` and `result.md` into `out_dir`, and on request `grid.png` and `chart.png`."""
+        out = Path(out_dir)
+        paths = {
+            "json": self.save_json(out / "result.json"),
+            "markdown": self.save_markdown(out / "result.md"),
+        }
+        if grid:
+            paths["grid"] = self.save_grid(out / "grid.png")
+        if chart:
+            paths["chart"] = self.save_bar_chart(out / "chart.png")
+        return paths
+
+    def save_grid(
+        self, path: str | os.PathLike, attack: str | None = None, threat: str | None = None
+    ) -> Path:
+        """PNG grid of clean / adversarial / purified / amplified residual images (see `plots.save_grid`)."""
+        from impure.evaluation.plots import save_grid
+
+        return save_grid(self, path, attack=attack, threat=threat)
+
+    def save_bar_chart(self, path: str | os.PathLike) -> Path:
+        """Bar chart of robust accuracy per attack and threat (needs matplotlib: the `plots` extra)."""
+        from impure.evaluation.plots import save_bar_chart
+
+        return save_bar_chart(self, path)
+
+
+def summary_table(results: list[EvaluationResult]) -> str:
+    """One Markdown table comparing several results: a row per classifier, defence and threat.
+
+    Columns: clean accuracy, accuracy through the defence, PSNR of P(x), robust accuracy per attack, their
+    mean and per-image worst case, the mean residual ℓ∞ over attacks, and defended images/s (all %).
+    """
+    if not results:
+        raise ValueError("summary_table needs at least one EvaluationResult")
+    attacks = list(dict.fromkeys(e.attack for r in results for e in r.attacks))
+    header = ["classifier", "defence", "threat", "clean", "defended clean", "PSNR", *attacks, "mean", "worst",
+              "residual ℓ∞ (/255)", "images/s"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
+    for result in results:
+        by_key = {(e.attack, e.threat): e for e in result.attacks}
+        for threat in result.threats:
+            entries = [by_key.get((name, threat)) for name in attacks]
+            measured = [e for e in entries if e is not None]
+            residual = sum(e.residual_linf for e in measured) / len(measured) * 255 if measured else math.nan
+            cells = [
+                result.classifier, result.defence, threat, _percent(result.clean_accuracy),
+                _percent(result.defended_accuracy), "—" if result.psnr is None else f"{result.psnr:.1f}",
+                *("—" if e is None else _percent(e.robust_accuracy) for e in entries),
+                _percent(result.mean[threat]), _percent(result.worst_case[threat]),
+                "—" if math.isnan(residual) else f"{residual:.2f}", f"{result.images_per_second:.0f}",
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _eps_text(eps: float) -> str:
+    scaled = eps * 255
+    return f"{round(scaled)}/255" if abs(scaled - round(scaled)) < 1e-6 else f"{eps:.4g}"
+
+
+def _finite(value: Any) -> Any:
+    """Replace non-finite floats (not valid JSON) with None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

@@ -1,0 +1,343 @@
+"""`evaluate`: robust accuracy of a classifier behind a defence, under grey-box and white-box attacks."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from impure.device import select_device
+from impure.evaluation.metrics import correct, l2_norm, linf_norm, psnr
+from impure.evaluation.report import AttackResult, EvaluationResult
+from impure.evaluation.sources import load_data, resolve_classifier, resolve_purifier
+from impure.evaluation.suite import DEFAULT_ATTACKS, attack_settings, build_attack, check_attack_names
+
+__all__ = ["DEFAULT_EOT_SAMPLES", "THREATS", "evaluate"]
+
+THREATS = ("grey-box", "white-box", "bpda")
+_THREAT_SETS = {"both": ("grey-box", "white-box"), "all": THREATS}
+DEFAULT_EOT_SAMPLES = 8
+_PSNR_CAP = 100.0  # dB given to an image the defence leaves unchanged, so the mean stays finite
+
+
+def evaluate(
+    classifier: Any,
+    data: Any,
+    purifier: Any = None,
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    threat: str | Sequence[str] = "both",
+    eps: float = 8 / 255,
+    *,
+    steps: int | None = None,
+    attack_options: dict[str, dict[str, Any]] | None = None,
+    batch_size: int = 100,
+    device: str | torch.device = "auto",
+    eot_samples: int | None = None,
+    seed: int | None = 0,
+    limit: int | None = None,
+    image_size: int | None = None,
+    data_root: str | os.PathLike | None = None,
+    classifier_weights: str | os.PathLike | None = None,
+    keep_examples: int = 0,
+    adversarial_cache: dict | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Measure clean and robust accuracy of `classifier` behind `purifier` under ℓ∞ attacks.
+
+    Grey-box: adversarial examples are made on the bare classifier, then purified (the paper's setting).
+    White-box: they are made on `PurifiedClassifier(purifier, classifier)` with exact gradients and, for
+    a stochastic defence, EOT over its noise. "bpda" attacks through an identity backward instead. Robust
+    accuracy counts all images: an image counts as robust only if the defended classifier gets both the
+    clean and the adversarial version right. A stochastic defence is scored by one purification per
+    image, with the same noise for x and x_adv (so the residual measures what the attack leaves, not
+    the defence's own noise); `seed` makes the whole run repeatable. Without a defence all threat
+    models coincide and each attack runs once.
+
+    Args:
+        classifier: an `nn.Module` (images in [0, 1] -> logits) or a name/path (see `resolve_classifier`).
+        data: (images, labels) tensors, an `.npz`, an image folder or a torchvision dataset name.
+        purifier: None, an `nn.Module`, a baseline name ("jpeg75", "bits4", "median3") or a name/folder
+            for `Purifier.from_pretrained`.
+        attacks: attack names (see `impure.evaluation.list_attacks()`); default the paper's nine.
+        threat: "grey-box", "white-box", "bpda", "both" (grey-box and white-box), "all", or a list.
+        eps: ℓ∞ budget on the [0, 1] scale.
+        steps: iterations of every iterative attack (default: each attack's own, 10; DeepFool 50).
+        attack_options: extra keyword arguments per attack name, e.g. {"pgd": {"alpha": 1/255}}.
+        batch_size: images per batch.
+        device: "auto", "cuda", "mps", "cpu" or a torch.device; the models are moved there.
+        eot_samples: gradient samples per white-box attack step for a stochastic defence (default 8);
+            a deterministic defence always uses 1.
+        seed: makes the run repeatable (attack starts, the defence's noise); None draws one, which the
+            result records.
+        limit: evaluate only the first `limit` images.
+        image_size: resize image-folder data to this side.
+        data_root: where torchvision datasets are kept (default ~/.cache/impure/datasets).
+        classifier_weights: weights file for a classifier given by architecture name.
+        keep_examples: keep this many example images per attack for `result.save_grid`.
+        adversarial_cache: a dict that stores the adversarial examples made on the bare classifier (grey-box
+            and no defence); pass the same dict to several calls with the same classifier and data, e.g.
+            to compare defences, and each such attack runs once.
+        progress: show a progress bar.
+    """
+    threats = _parse_threats(threat)
+    names = check_attack_names(attacks)
+    _check_arguments(eps, batch_size, eot_samples, keep_examples)
+    options = {key.lower(): value for key, value in (attack_options or {}).items()}
+    unknown = set(options) - set(names)
+    if unknown:
+        raise ValueError(f"attack_options names attacks that are not evaluated: {sorted(unknown)}")
+    dev = select_device(device)
+    model, classifier_name = resolve_classifier(classifier, classifier_weights)
+    defence, defence_name = resolve_purifier(purifier)
+    images, labels, data_name = load_data(data, limit=limit, image_size=image_size, data_root=data_root)
+    base_seed = seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+    settings = {name: attack_settings(name, eps, steps, **options.get(name, {})) for name in names}
+    batches = [
+        (images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(images), batch_size)
+    ]
+    runs = threats if defence is not None else threats[:1]
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+    modules = [m for m in (model, defence) if m is not None]
+    with (
+        _eval_mode(modules),
+        _forked_rng(dev),
+        tqdm(
+            total=len(batches) * (1 + len(runs) * len(names)),
+            desc="evaluate",
+            unit="batch",
+            disable=not progress,
+        ) as bar,
+    ):
+        for module in modules:
+            module.to(dev)
+        run = _Run(model, defence, batches, base_seed, dev, bar)
+        cache_id = (classifier_name, data_name, len(images), batch_size, base_seed)
+        clean = run.clean_pass()
+        stochastic = defence is not None and _is_stochastic(defence, batches[0][0][:4].to(dev), base_seed)
+        eot = (eot_samples or DEFAULT_EOT_SAMPLES) if stochastic else 1
+        results, robust, examples = [], {}, {}
+        for threat_name in runs:
+            attack_model = _attack_model(threat_name, model, defence, eot)
+            for name in names:
+                attack = build_attack(name, attack_model, eps, steps, **options.get(name, {}))
+                on_bare = attack_model is model
+                cache = adversarial_cache if on_bare else None
+                key = (*cache_id, name, repr(sorted(settings[name].items())))
+                entry, robust[threat_name, name], kept = run.attack_pass(
+                    attack, threat_name, name, clean["defended_correct"], keep_examples, on_bare, cache, key
+                )
+                results.append(entry)
+                if kept:
+                    examples[f"{threat_name}/{name}"] = kept
+    if defence is None:  # every threat model is the same attack on the same model
+        for threat_name in threats[1:]:
+            results += [
+                AttackResult(**{**vars(e), "threat": threat_name}) for e in results if e.threat == runs[0]
+            ]
+            robust.update({(threat_name, name): robust[runs[0], name] for name in names})
+            first = [(k.split("/")[1], v) for k, v in examples.items() if k.startswith(f"{runs[0]}/")]
+            examples.update({f"{threat_name}/{name}": v for name, v in first})
+
+    return EvaluationResult(
+        classifier=classifier_name, defence=defence_name, data=data_name, num_images=len(images), eps=eps,
+        threats=list(threats), clean_accuracy=clean["clean_accuracy"],
+        defended_accuracy=clean["defended_accuracy"],
+        psnr=clean["psnr"], images_per_second=clean["images_per_second"],
+        classifier_images_per_second=clean["classifier_images_per_second"],
+        peak_memory_mb=_peak_memory_mb(dev),
+        device=str(dev), seed=base_seed, eot_samples=eot, stochastic_defence=stochastic,
+        settings={"attacks": settings, "batch_size": batch_size}, attacks=results,
+        worst_case={t: float(torch.stack([robust[t, n] for n in names]).all(0).float().mean())
+                    for t in threats},
+        mean={t: sum(float(robust[t, n].float().mean()) for n in names) / len(names) for t in threats},
+        examples=examples,
+    )  # fmt: skip
+
+
+class _Run:
+    """The batches of one evaluation and the passes over them."""
+
+    def __init__(self, model: nn.Module, defence: nn.Module | None, batches: list, seed: int,
+                 device: torch.device, bar: tqdm) -> None:  # fmt: skip
+        self.model, self.defence, self.batches = model, defence, batches
+        self.seed, self.device, self.bar = seed, device, bar
+
+    def purify(self, images: torch.Tensor, batch: int) -> torch.Tensor:
+        """The defence's output with the noise of `batch`: equal noise for clean and adversarial images."""
+        if self.defence is None:
+            return images
+        torch.manual_seed(_derive(self.seed, "purify", batch))
+        return self.defence(images)
+
+    @torch.no_grad()
+    def clean_pass(self) -> dict[str, Any]:
+        """Accuracy with and without the defence, PSNR of P(x), and inference throughput."""
+        self.bar.set_postfix_str("clean")
+        warm = self.batches[0][0].to(self.device)
+        self.model(self.purify(warm, 0))  # first calls set up kernels; keep them out of the timings
+        bare, defended, quality = [], [], []
+        bare_seconds = defended_seconds = 0.0
+        for index, (images, labels) in enumerate(self.batches):
+            images, labels = images.to(self.device), labels.to(self.device)
+            start = _now(self.device)
+            bare.append(correct(self.model(images), labels))
+            middle = _now(self.device)
+            purified = self.purify(images, index)
+            defended.append(correct(self.model(purified), labels))
+            end = _now(self.device)
+            bare_seconds, defended_seconds = bare_seconds + middle - start, defended_seconds + end - middle
+            quality.append(psnr(purified, images).clamp(max=_PSNR_CAP))
+            self.bar.update()
+        count = sum(len(b[1]) for b in self.batches)
+        defended_correct = torch.cat(defended)
+        return {
+            "clean_accuracy": float(torch.cat(bare).float().mean()),
+            "defended_accuracy": float(defended_correct.float().mean()),
+            "defended_correct": defended_correct,
+            "psnr": None if self.defence is None else float(torch.cat(quality).mean()),
+            "classifier_images_per_second": count / max(bare_seconds, 1e-9),
+            "images_per_second": count / max(defended_seconds, 1e-9),
+        }
+
+    def attack_pass(self, attack: Any, threat: str, name: str, defended_correct: torch.Tensor, keep: int,
+                    on_bare: bool, cache: dict | None, key: tuple,
+                    ) -> tuple[AttackResult, torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        """Attack every batch, purify once, and score; returns the result, per-image robustness, examples.
+
+        Attacks on the bare classifier draw the same random numbers whatever the threat label, so that
+        grey-box examples equal the undefended ones (and can come from `cache`, keyed by `key` + batch).
+        """
+        self.bar.set_postfix_str(f"{threat} {name}")
+        robust, linf, l2, perturbation, kept = [], [], [], [], {}
+        start = time.perf_counter()
+        for index, (images, labels) in enumerate(self.batches):
+            images, labels = images.to(self.device), labels.to(self.device)
+            if cache is not None and (*key, index) in cache:
+                adversarial = cache[(*key, index)].to(self.device)
+            else:
+                torch.manual_seed(_derive(self.seed, "bare" if on_bare else threat, name, index))
+                adversarial = attack(images, labels).detach()
+                if cache is not None:
+                    cache[(*key, index)] = adversarial.cpu()
+            with torch.no_grad():
+                purified_clean = self.purify(images, index)
+                purified = self.purify(adversarial, index)
+                robust.append(correct(self.model(purified), labels).cpu())
+            residual = purified - purified_clean
+            linf.append(linf_norm(residual).cpu())
+            l2.append(l2_norm(residual).cpu())
+            perturbation.append(linf_norm(adversarial - images).cpu())
+            if index == 0 and keep:
+                kept = {"clean": images[:keep].cpu(), "adversarial": adversarial[:keep].cpu(),
+                        "purified": purified[:keep].cpu(), "residual": residual[:keep].cpu()}  # fmt: skip
+            self.bar.update()
+        robust_all = torch.cat(robust) & defended_correct.cpu()
+        entry = AttackResult(
+            attack=name, threat=threat, robust_accuracy=float(robust_all.float().mean()),
+            residual_linf=float(torch.cat(linf).mean()), residual_l2=float(torch.cat(l2).mean()),
+            perturbation_linf=float(torch.cat(perturbation).max()), seconds=time.perf_counter() - start,
+        )  # fmt: skip
+        return entry, robust_all, kept
+
+
+def _attack_model(threat: str, model: nn.Module, defence: nn.Module | None, eot: int) -> nn.Module:
+    """The model an attack under `threat` differentiates."""
+    if threat == "grey-box" or defence is None:
+        return model
+    from impure.attacks import EOT
+    from impure.classifier import PurifiedClassifier
+
+    # New modules start in training mode; an attack that restores its model's mode would then put the
+    # classifier's BatchNorm layers into training mode.
+    target = PurifiedClassifier(defence, model, gradient="full" if threat == "white-box" else "bpda").eval()
+    return EOT(target, samples=eot).eval() if eot > 1 else target
+
+
+@torch.no_grad()
+def _is_stochastic(defence: nn.Module, images: torch.Tensor, seed: int) -> bool:
+    """Whether the defence's output changes with the random state (then white-box attacks use EOT)."""
+    torch.manual_seed(_derive(seed, "probe", 0))
+    first = defence(images)
+    torch.manual_seed(_derive(seed, "probe", 1))
+    return not torch.equal(first, defence(images))
+
+
+def _parse_threats(threat: str | Sequence[str]) -> tuple[str, ...]:
+    requested = [threat] if isinstance(threat, str) else list(threat)
+    expanded: list[str] = []
+    for item in requested:
+        key = str(item).lower().replace("_", "-")
+        if key not in THREATS and key not in _THREAT_SETS:
+            raise ValueError(f"unknown threat model {item!r}; use {', '.join(THREATS)}, 'both' or 'all'")
+        expanded += _THREAT_SETS.get(key, (key,))
+    if not expanded:
+        raise ValueError("give at least one threat model")
+    return tuple(dict.fromkeys(expanded))
+
+
+def _check_arguments(eps: float, batch_size: int, eot_samples: int | None, keep_examples: int) -> None:
+    if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps <= 1:
+        raise ValueError(
+            f"eps must be a number in (0, 1] on the [0, 1] pixel scale (8/255 = 0.031), got {eps!r}"
+        )
+    for name, value, low in (("batch_size", batch_size, 1), ("keep_examples", keep_examples, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if eot_samples is not None and (isinstance(eot_samples, bool) or not isinstance(eot_samples, int)
+                                    or eot_samples < 1):  # fmt: skip
+        raise ValueError(f"eot_samples must be a positive integer or None, got {eot_samples!r}")
+
+
+def _derive(seed: int, *keys: Any) -> int:
+    """A seed for one stage of the run, independent of which other stages run."""
+    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@contextlib.contextmanager
+def _eval_mode(modules: list[nn.Module]) -> Iterator[None]:
+    """Put every module's submodules in eval mode, restoring each one's own flag afterwards."""
+    flags = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+@contextlib.contextmanager
+def _forked_rng(device: torch.device) -> Iterator[None]:
+    """Seeded stages inside must not change the caller's global random state."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _peak_memory_mb(device: torch.device) -> float | None:
+    """Peak GPU memory on CUDA; otherwise the process's peak resident memory (None where unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
