@@ -82,3 +82,10 @@ def test_purifier_on_another_device_than_the_images_is_a_clear_error():
 
     with pytest.raises(ValueError, match="move one of them"):
         purifier(torch.rand(1, 3, 32, 32))
+
+
+def test_wrapper_reports_the_classifier_mode_without_changing_modes():
+    purifier = Purifier(PurifierConfig.preset("tiny")).train()
+    classifier = _classifier().eval()
+    model = PurifiedClassifier(purifier, classifier)
+    assert not model.training and purifier.training and not classifier.training

@@ -42,6 +42,8 @@ class PurifiedClassifier(nn.Module):
         self.purifier = purifier
         self.classifier = classifier
         self.gradient = gradient
+        # Report the mode the wrapped models are in (a new module would say "training") without changing it.
+        self.training = classifier.training
 
     def purify(self, images: torch.Tensor) -> torch.Tensor:
         """Purified images, (N, 3, H, W) in [0, 1]."""

@@ -80,25 +80,43 @@ def _files_in(folder: Path, what: str) -> tuple[Path, Path]:
     return config, weights
 
 
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `model`, raising a `ValueError` that names missing, unexpected or mis-shaped tensors."""
+def _listing(items: list[str], most: int = 8) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f", ... ({len(items) - most} more)" if len(items) > most else "")
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                           optional_suffixes: tuple[str, ...] = ()) -> nn.Module:
+    """Load `state` into `model` strictly; a `ValueError` names missing, unexpected and mis-shaped tensors.
+
+    Args:
+        model: the architecture to fill.
+        state: the tensors to load.
+        source: where they come from, for the error message.
+        optional_suffixes: keys ending so may be absent (e.g. BatchNorm's "num_batches_tracked" counters);
+            the model keeps its own values for them.
+
+    Returns:
+        `model`, for chaining.
+    """
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    missing = [key for key in expected if key not in state and not key.endswith(optional_suffixes)]
+    unexpected = [key for key in state if key not in expected]
     mismatched = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in sorted(set(expected) & set(state)) if state[key].shape != expected[key].shape
+        f"{key} (file {tuple(state[key].shape)}, model {tuple(expected[key].shape)})"
+        for key in expected if key in state and state[key].shape != expected[key].shape
     ]
     problems = []
     if missing:
-        problems.append(f"missing tensors {missing}")
+        problems.append(f"missing keys: {_listing(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensors {unexpected}")
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
     if mismatched:
-        problems.append(f"shape mismatches [{'; '.join(mismatched)}]")
+        problems.append(f"shape mismatches: {_listing(mismatched)}")
     if problems:
-        raise ValueError(f"weights from {source} do not fit the model: " + ", ".join(problems))
-    model.load_state_dict(state, strict=True)
+        raise ValueError(f"weights from {source} do not fit {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict({**expected, **state}, strict=True)
+    return model
 
 
 def save_file_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
