@@ -130,3 +130,5 @@ def test_unavailable_id_gives_a_clear_error(tmp_path):
         Purifier.from_pretrained("nobody/no-such-purifier", cache_dir=tmp_path, local_files_only=True)
     with pytest.raises(FileNotFoundError, match="no such folder"):
         Purifier.from_pretrained("./not/a/folder")
+    with pytest.raises(FileNotFoundError, match="no bundled weights named 'impure/no-such-net'"):
+        Purifier.from_pretrained("impure/no-such-net")  # the bundled namespace is never looked up on the Hub

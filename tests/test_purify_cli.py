@@ -80,5 +80,7 @@ def test_strength_scales_the_noise_timesteps():
     assert (purifier.config.image_noise_t, purifier.config.feature_noise_t) == (200, 300)
     purifier.set_strength(10)
     assert purifier.config.image_noise_t == purifier.config.feature_noise_t == 999
+    purifier.set_strength(1)  # relative to the nominal setting, not the last one
+    assert (purifier.config.image_noise_t, purifier.config.feature_noise_t) == (400, 600)
     with pytest.raises(ValueError, match="noise-mode"):
         Purifier(PurifierConfig.preset("tiny", mask_mode="token")).set_strength(0.5)

@@ -44,8 +44,13 @@ def resolve_pretrained(
     folder = Path(name)
     if folder.is_dir():
         return _files_in(folder, f"folder {folder}")
-    if name.startswith(BUNDLED_PREFIX) and (BUNDLED_ROOT / name[len(BUNDLED_PREFIX):] / CONFIG_NAME).is_file():
-        return _files_in(BUNDLED_ROOT / name[len(BUNDLED_PREFIX):], f"bundled weights {name}")
+    if name.startswith(BUNDLED_PREFIX):  # the bundled namespace never falls through to the Hub
+        if (BUNDLED_ROOT / name[len(BUNDLED_PREFIX):] / CONFIG_NAME).is_file():
+            return _files_in(BUNDLED_ROOT / name[len(BUNDLED_PREFIX):], f"bundled weights {name}")
+        raise FileNotFoundError(
+            f"no bundled weights named {name!r}; bundled: {', '.join(bundled_names()) or 'none yet'}. "
+            "Pass a folder written by save_pretrained or a Hugging Face Hub id instead."
+        )
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
         raise FileNotFoundError(f"no such folder: {name}")
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_images
+
 __all__ = ["purify_tiled"]
 
 
@@ -25,6 +27,7 @@ def purify_tiled(purifier: nn.Module, images: torch.Tensor, tile: int, batch_siz
         batch_size: tiles per purifier call (bounds memory).
         generator: random generator for a stochastic purifier.
     """
+    check_images(images)
     if tile <= 0 or batch_size <= 0:
         raise ValueError(f"tile and batch_size must be positive, got {tile} and {batch_size}")
     count, channels, height, width = images.shape

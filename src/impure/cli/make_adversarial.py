@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "make-adversarial",
         help="write (adversarial, clean, label) shards for fine-tuning",
         description="Attack the images of DATA (an .npz, the CIFAR-10 JPEG archive or an image folder) "
-                    "against a classifier and write the triples to OUTPUT as .npz shards plus manifest.json. "
+                    "against a classifier and write the triples to OUTPUT as .npy shards plus manifest.json. "
                     "Rerunning the same command continues an interrupted run.",
     )
     parser.add_argument("data", help="clean labelled images")

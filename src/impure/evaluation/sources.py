@@ -73,7 +73,7 @@ def load_data(
         raise ValueError(f"limit must be a positive number of images, got {limit!r}")
     if isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         images, labels = data
-        description = f"tensors ({images.shape[0]} images)"
+        description = "tensors"
     elif isinstance(data, str | os.PathLike):
         images, labels, description = _load_data_source(data, limit, image_size, data_root)
     else:

@@ -54,7 +54,6 @@ class Purifier(
     PyTorchModelHubMixin,
     library_name="impure",
     tags=["adversarial-purification", "impure"],
-    repo_url="https://github.com/impure-dev/impure",
 ):
     """Purify images: `purifier(x)` maps (N, 3, H, W) images in [0, 1] to purified images in [0, 1].
 
@@ -72,6 +71,7 @@ class Purifier(
             raise TypeError(f"config must be a PurifierConfig, got {type(config).__name__}")
         self.config = config
         self._hub_mixin_config = config  # what save_pretrained writes as config.json
+        self._nominal_noise_t = (config.image_noise_t, config.feature_noise_t)  # strength 1
         width, dec_width, patch = config.encoder_width, config.decoder_width, config.patch_size
         groups, eps = config.num_groups, config.norm_eps
 
@@ -198,22 +198,22 @@ class Purifier(
         save_file_atomic(state, Path(save_directory) / WEIGHTS_NAME, metadata={"format": "pt"})
 
     def set_strength(self, strength: float) -> Purifier:
-        """Scale the evaluation noise timesteps (image and feature) by `strength`; returns the purifier.
+        """Set the evaluation noise timesteps (image and feature) to `strength` times the ones the purifier
+        was built or loaded with; returns the purifier.
 
-        1 keeps them; lower values keep more image detail, higher ones remove more of any perturbation.
+        1 restores them; lower values keep more image detail, higher ones remove more of any perturbation.
         Only noise-mode purifiers have a strength; the timesteps are clipped to the noise schedule.
         """
         if strength <= 0:
             raise ValueError(f"strength must be positive, got {strength}")
-        if strength == 1:
-            return self
         if self.config.mask_mode != "noise":
+            if strength == 1:
+                return self
             raise ValueError("strength applies to noise-mode purifiers; this one uses mask_mode='token'")
         last = self.config.noise_steps - 1
-        self.config = self.config.replace(
-            image_noise_t=min(round(self.config.image_noise_t * strength), last),
-            feature_noise_t=min(round(self.config.feature_noise_t * strength), last),
-        )
+        image_t, feature_t = self._nominal_noise_t
+        self.config = self.config.replace(image_noise_t=min(round(image_t * strength), last),
+                                          feature_noise_t=min(round(feature_t * strength), last))
         self._hub_mixin_config = self.config
         return self
 
