@@ -1,0 +1,46 @@
+"""Classifier architectures for the shared pretrained weights, and a small registry to build them by name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from torch import nn
+
+from ._loading import load_weights
+from .cifar_resnet import CifarResNet, cifar_resnet20, cifar_resnet56
+from .squeezenet import SqueezeNetCaffe, squeezenet1_0_caffe
+
+__all__ = [
+    "CifarResNet",
+    "SqueezeNetCaffe",
+    "cifar_resnet20",
+    "cifar_resnet56",
+    "list_classifiers",
+    "load_classifier",
+    "load_weights",
+    "squeezenet1_0_caffe",
+]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "cifar_resnet20": cifar_resnet20,
+    "cifar_resnet56": cifar_resnet56,
+    "squeezenet1_0_caffe": squeezenet1_0_caffe,
+}
+
+
+def list_classifiers() -> list[str]:
+    """Names accepted by `load_classifier`."""
+    return sorted(_REGISTRY)
+
+
+def load_classifier(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
+    """Build the classifier `name` in eval mode, with `weights` (a `.safetensors` file) loaded strictly.
+
+    Args:
+        name: one of `list_classifiers()`, e.g. "cifar_resnet56".
+        weights: path of the state dict to load, or None for random initialisation.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown classifier {name!r}; choose one of {', '.join(list_classifiers())}")
+    return _REGISTRY[name](weights)
