@@ -118,3 +118,20 @@ def test_shape_mismatch_and_bad_files_are_reported(tmp_path):
 def test_unknown_classifier_name():
     with pytest.raises(ValueError, match=r"unknown classifier 'resnet9000'; choose one of cifar_resnet20"):
         load_classifier("resnet9000")
+
+
+def test_bundled_demo_classifier_has_the_accuracy_its_card_states(shared_dir):
+    import json
+
+    from impure.data import load_npz
+    from impure.hub import BUNDLED_ROOT
+
+    card = json.loads((BUNDLED_ROOT / "cifar10-resnet20" / "card.json").read_text())
+    model = load_classifier("impure/cifar10-resnet20")
+    images, labels = load_npz(shared_dir / "data" / "cifar10" / "test_dev.npz")
+    with torch.no_grad():
+        accuracy = float((model(images).argmax(1) == labels).float().mean())
+    assert abs(accuracy - card["test_dev_accuracy_fp16_weights"]) < 0.005
+    assert accuracy > 0.75
+    with pytest.raises(ValueError, match="takes no weights"):
+        load_classifier("impure/cifar10-resnet20", weights="x.safetensors")

@@ -183,7 +183,7 @@ def resolve_classifier(classifier: Any, weights: str | os.PathLike | None = None
             )
         return classifiers.load_classifier(matches[0], path), matches[0]
     if spec in names:
-        if weights is None:
+        if weights is None and not spec.startswith("impure/"):  # bundled classifiers carry their weights
             raise ValueError(
                 f"classifier {spec!r} needs its trained weights: pass weights=PATH (--classifier-weights) "
                 "with its .safetensors file; a randomly initialised classifier measures nothing"
