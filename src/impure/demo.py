@@ -1,0 +1,338 @@
+"""The offline demo behind `impure demo`: attack a CIFAR-10 classifier with PGD, purify, measure, draw a grid."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+from .model import Purifier
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "DEFAULT_CLASSIFIER",
+    "DEFAULT_PURIFIER",
+    "SAMPLES_PATH",
+    "DemoResult",
+    "load_demo_images",
+    "run_demo",
+]
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+DEFAULT_PURIFIER = "impure/cifar10-s"
+DEFAULT_CLASSIFIER = "impure/cifar10-resnet20"
+# 20 CIFAR-10 test images shipped with the package; see samples/README.md for their provenance.
+SAMPLES_PATH = Path(__file__).parent / "samples" / "cifar10_test_samples.npz"
+IMAGE_SIZE = 32  # images of a folder are resized to CIFAR-10's size
+
+# Grid layout, in pixels: images are upscaled (nearest) to about TILE, framed green (classified correctly)
+# or red (wrong), and separated by GAP; row names sit in the LEFT margin, class names in the TOP one.
+GRID_COLUMNS = 10
+TILE, FRAME, GAP, LEFT, TOP, BOTTOM = 128, 3, 6, 150, 22, 26
+_ROW_NAMES = ("clean", "adversarial", "perturbation", "purified adv.")
+_GREEN, _RED, _GREY = (0.1, 0.7, 0.2), (0.85, 0.1, 0.1), (0.6, 0.6, 0.6)
+
+
+def load_demo_images(source: str | os.PathLike | None = None,
+                     limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Labelled CIFAR-10 images for the demo.
+
+    Args:
+        source: None for the 20 sample images shipped with impure; a folder with one subfolder per class,
+            named after the CIFAR-10 classes (airplane, automobile, ...; images resized to 32 x 32); or an
+            `.npz` with `images` (uint8 N x H x W x 3) and integer `labels` in CIFAR-10 order.
+        limit: keep only the first `limit` images.
+
+    Returns:
+        images (N, 3, H, W) float in [0, 1], labels (N,) int64, and a description of the source.
+    """
+    from .data import ImageFolderDataset, load_npz
+
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if source is None:
+        images, labels = load_npz(SAMPLES_PATH)
+        description = f"{len(labels)} CIFAR-10 test images shipped with impure"
+    else:
+        path = Path(source)
+        if path.is_dir():
+            dataset = ImageFolderDataset(path, image_size=IMAGE_SIZE)
+            if dataset.classes is None:
+                raise ValueError(f"{path} has no class subfolders: put the images in subfolders named after "
+                                 f"CIFAR-10 classes ({', '.join(CIFAR10_CLASSES)}), or give an .npz")
+            images, labels = dataset.get_batch(range(min(limit or len(dataset), len(dataset))))
+            labels = _class_indices(dataset.classes, str(path))[labels]
+        elif not path.exists():
+            raise FileNotFoundError(f"no such image folder or .npz file: {path}")
+        elif path.suffix.lower() == ".npz":
+            images, labels = load_npz(path)
+            _check_npz_classes(path)
+        else:
+            raise ValueError(f"cannot read {path}: give a folder of class subfolders or an .npz with "
+                             "`images` and `labels`")
+        description = f"{min(limit or len(labels), len(labels))} images from {path}"
+    if len(labels) == 0:
+        raise ValueError(f"{source} holds no images")
+    if int(labels.min()) < 0 or int(labels.max()) >= len(CIFAR10_CLASSES):
+        raise ValueError(f"{source}: labels must be CIFAR-10 class indices in [0, 9], got range "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return images[:limit], labels[:limit], description
+
+
+def _class_indices(names: list[str], source: str) -> torch.Tensor:
+    """CIFAR-10 index of each class-folder name, for remapping a folder's own label order."""
+    unknown = [name for name in names if name.lower() not in CIFAR10_CLASSES]
+    if unknown:
+        raise ValueError(f"{source}: subfolders {unknown} are not CIFAR-10 classes; name them after "
+                         f"{', '.join(CIFAR10_CLASSES)}")
+    return torch.tensor([CIFAR10_CLASSES.index(name.lower()) for name in names])
+
+
+def _check_npz_classes(path: Path) -> None:
+    with np.load(path, allow_pickle=False) as archive:
+        if "classes" in archive.files and tuple(str(c) for c in archive["classes"]) != CIFAR10_CLASSES:
+            raise ValueError(f"{path}: its `classes` {list(archive['classes'])} are not CIFAR-10's "
+                             f"({', '.join(CIFAR10_CLASSES)}, in this order)")
+
+
+@dataclass
+class DemoResult:
+    """Per-image outcomes of a demo run; the accuracies and norms are summaries of them.
+
+    The `*_correct` fields are boolean (N,); the norms are per image, (N,), on the [0, 1] pixel scale:
+    the perturbation is x_adv - x, the residual P(x_adv) - P(x) (both purified with the same noise).
+    `examples` keeps the first images ("clean", "adversarial", "purified") for the grid.
+    """
+
+    source: str
+    purifier: str
+    classifier: str
+    device: str
+    eps: float
+    alpha: float
+    steps: int
+    strength: float
+    labels: torch.Tensor
+    clean_correct: torch.Tensor
+    attacked_correct: torch.Tensor
+    purified_clean_correct: torch.Tensor
+    purified_attacked_correct: torch.Tensor
+    perturbation_linf: torch.Tensor
+    perturbation_l2: torch.Tensor
+    residual_linf: torch.Tensor
+    residual_l2: torch.Tensor
+    seconds: dict[str, float]
+    examples: dict[str, torch.Tensor]
+
+    @property
+    def count(self) -> int:
+        return len(self.labels)
+
+    @property
+    def accuracies(self) -> dict[str, float]:
+        """Top-1 accuracy on clean, attacked (no defence), purified clean and purified attacked images."""
+        return {name: float(getattr(self, f"{name}_correct").float().mean())
+                for name in ("clean", "attacked", "purified_clean", "purified_attacked")}
+
+    def report(self) -> str:
+        """A short plain-text report: the setting, the four accuracies, the perturbation norms, the timings."""
+        rows = [("clean", self.clean_correct), ("attacked, no defence", self.attacked_correct),
+                ("purified clean", self.purified_clean_correct),
+                ("purified attacked", self.purified_attacked_correct)]
+        total = sum(self.seconds.values())
+        stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
+        ratio = float(self.residual_l2.mean() / self.perturbation_l2.mean().clamp(min=1e-12))
+        lines = [
+            f"images      {self.source}",
+            f"classifier  {self.classifier}",
+            f"purifier    {self.purifier} (strength {self.strength:g})",
+            f"attack      PGD on the classifier alone (grey-box): eps {_in_255(self.eps)}, "
+            f"{self.steps} steps of {_in_255(self.alpha)}",
+            "",
+            *(f"  {name:<22}{float(c.float().mean()):>7.1%}  ({int(c.sum())}/{self.count})" for name, c in rows),
+            "",
+            f"perturbation  x_adv - x         L-inf max {_in_255(float(self.perturbation_linf.max()))}, "
+            f"L2 mean {float(self.perturbation_l2.mean()):.3f}",
+            f"residual      P(x_adv) - P(x)   L-inf max {_in_255(float(self.residual_linf.max()))}, "
+            f"L2 mean {float(self.residual_l2.mean()):.3f} ({ratio:.2f} x the perturbation's)",
+            f"time          {total:.1f} s on {self.device}: {stages}",
+        ]
+        return "\n".join(lines)
+
+    def grid_image(self) -> Image.Image:
+        """The grid as a Pillow image: rows clean, adversarial, perturbation (amplified so that +-eps is
+        full contrast, grey is zero) and purified adversarial; one column per example image."""
+        clean, adversarial, purified = (self.examples[k].float().cpu() for k in ("clean", "adversarial", "purified"))
+        count, size = clean.shape[0], clean.shape[-1]
+        perturbation = (0.5 + (adversarial - clean) / (2 * self.eps)).clamp(0, 1)
+        tiles = torch.stack([clean, adversarial, perturbation, purified])  # (4, K, 3, H, W)
+        scale = max(1, TILE // size)
+        tiles = tiles.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+        outcome = torch.stack([self.clean_correct[:count], self.attacked_correct[:count],
+                               torch.zeros(count, dtype=torch.bool), self.purified_attacked_correct[:count]])
+        colours = torch.where(outcome[..., None].cpu(), torch.tensor(_GREEN), torch.tensor(_RED))
+        colours[2] = torch.tensor(_GREY)  # the perturbation row has no prediction
+        framed = colours[..., None, None].expand(*tiles.shape[:3], *(s + 2 * FRAME for s in tiles.shape[-2:]))
+        framed = framed.clone()
+        framed[..., FRAME:-FRAME, FRAME:-FRAME] = tiles
+        cells = F.pad(framed, (0, GAP, 0, GAP), value=1.0)  # (4, K, 3, h, w)
+        rows, _, _, height, width = cells.shape
+        body = cells.permute(2, 0, 3, 1, 4).reshape(3, rows * height, count * width)
+        pixels = (body.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        font = ImageFont.load_default()
+        legend = (f"frame: green = classified correctly, red = wrong; perturbation amplified {0.5 / self.eps:.0f}x "
+                  f"(grey = 0); PGD eps {_in_255(self.eps)}")
+        canvas_width = max(LEFT + pixels.shape[1], 16 + round(font.getlength(legend)))  # few columns: fit the legend
+        canvas = Image.new("RGB", (canvas_width, TOP + pixels.shape[0] + BOTTOM), "white")
+        canvas.paste(Image.fromarray(pixels), (LEFT, TOP))
+        draw = ImageDraw.Draw(canvas)
+        for row, name in enumerate(_ROW_NAMES):
+            draw.text((8, TOP + row * height + height // 2 - 6), name, fill="black", font=font)
+        for column, label in enumerate(self.labels[:count].tolist()):
+            draw.text((LEFT + column * width + FRAME, 6), CIFAR10_CLASSES[label], fill="black", font=font)
+        draw.text((8, TOP + rows * height + 4), legend, fill="black", font=font)
+        return canvas
+
+    def save_grid(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write `grid_image()` as a PNG, atomically.
+
+        Args:
+            path: the PNG file.
+            overwrite: replace an existing file (otherwise that is a `FileExistsError`).
+        """
+        from .evaluation.report import atomic_write
+
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        buffer = io.BytesIO()
+        self.grid_image().save(buffer, format="PNG")
+        return atomic_write(path, buffer.getvalue())
+
+
+def run_demo(
+    data: str | os.PathLike | None = None,
+    *,
+    purifier: str | os.PathLike | Purifier = DEFAULT_PURIFIER,
+    classifier: str | os.PathLike | nn.Module = DEFAULT_CLASSIFIER,
+    strength: float = 1.0,
+    eps: float = 8 / 255,
+    steps: int = 10,
+    limit: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    batch_size: int = 100,
+) -> DemoResult:
+    """Classify, attack (PGD on the bare classifier: grey-box), purify and classify again; measure it all.
+
+    Args:
+        data: the images (see `load_demo_images`); None for the samples shipped with impure.
+        purifier: a `Purifier` (moved to `device`), or a bundled name, folder or Hub id for
+            `Purifier.from_pretrained`.
+        classifier: an `nn.Module` (images in [0, 1] -> CIFAR-10 logits; moved to `device`) or a name that
+            `impure.evaluation.resolve_classifier` accepts, e.g. a bundled one or a .safetensors file.
+        strength: purification strength of a purifier loaded by name (see `Purifier.set_strength`); for a
+            `Purifier` object set it yourself.
+        eps: the PGD budget (L-inf, [0, 1] scale); the step is eps / 4, as in `impure evaluate`.
+        steps: PGD iterations.
+        limit: use only the first `limit` images.
+        seed: seeds the attack's random start and the purifier's noise: equal seeds, equal results.
+        device: "auto", "cuda", "mps" or "cpu".
+        batch_size: images per batch.
+    """
+    from .attacks import PGD
+    from .device import select_device
+    from .evaluation import attack_settings, l2_norm, linf_norm, resolve_classifier
+
+    for name, value, low in (("steps", steps, 1), ("seed", seed, 0), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    started = time.perf_counter()
+    images, labels, source = load_demo_images(data, limit)  # bad input fails before the models load
+    device = select_device(device)
+    if isinstance(purifier, Purifier):
+        if strength != 1:
+            raise ValueError("strength applies to a purifier loaded by name; call purifier.set_strength() "
+                             "on a Purifier object instead")
+        purifier_name = f"Purifier ({purifier.config.image_size} px, patch {purifier.config.patch_size})"
+    else:
+        purifier_name = str(purifier)
+        purifier = Purifier.from_pretrained(purifier).set_strength(strength)
+    purifier = purifier.to(device)
+    model, classifier_name = resolve_classifier(classifier)
+    model = model.to(device)
+    settings = attack_settings("pgd", eps, steps)
+    attack = PGD(model, **settings, generator=torch.Generator().manual_seed(seed))
+    noise = torch.Generator(device=device).manual_seed(seed)
+    seconds = {"loading": time.perf_counter() - started, "classifying": 0.0, "attacking": 0.0, "purifying": 0.0}
+    outcomes: dict[str, list[torch.Tensor]] = {}
+    examples: dict[str, list[torch.Tensor]] = {"clean": [], "adversarial": [], "purified": []}
+    timed = partial(_timed, seconds, device)
+    with _eval_mode(purifier, model):
+        for start in range(0, len(labels), batch_size):
+            x, y = images[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
+            with timed("attacking"):
+                adversarial = attack(x, y)
+            with torch.no_grad(), timed("purifying"):
+                state = noise.get_state()  # the same noise for x and x_adv: the residual is the attack's
+                purified_clean = purifier(x, generator=noise)
+                noise.set_state(state)
+                purified = purifier(adversarial, generator=noise)
+            for name, batch in (("clean", x), ("attacked", adversarial), ("purified_clean", purified_clean),
+                                ("purified_attacked", purified)):
+                with torch.no_grad(), timed("classifying"):
+                    predictions = model(batch).argmax(dim=1)
+                outcomes.setdefault(f"{name}_correct", []).append((predictions == y).cpu())
+            norms = {"perturbation_linf": linf_norm(adversarial - x), "perturbation_l2": l2_norm(adversarial - x),
+                     "residual_linf": linf_norm(purified - purified_clean),
+                     "residual_l2": l2_norm(purified - purified_clean)}
+            for name, values in norms.items():
+                outcomes.setdefault(name, []).append(values.cpu())
+            keep = max(0, GRID_COLUMNS - start)
+            for name, batch in (("clean", x), ("adversarial", adversarial), ("purified", purified)):
+                examples[name].append(batch[:keep].cpu())
+    return DemoResult(
+        source=source, purifier=purifier_name, classifier=classifier_name, device=str(device), eps=eps,
+        alpha=settings["alpha"], steps=steps, strength=strength, labels=labels, seconds=seconds,
+        examples={name: torch.cat(parts) for name, parts in examples.items()},
+        **{name: torch.cat(parts) for name, parts in outcomes.items()},
+    )
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], device: torch.device, stage: str) -> Iterator[None]:
+    """Add the time the block takes to `seconds[stage]`, waiting for the GPU so that its work is counted."""
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds[stage] += time.perf_counter() - start
+
+
+@contextmanager
+def _eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Run `modules` in eval mode and give every submodule its own mode back afterwards."""
+    flags = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _in_255(value: float) -> str:
+    """A pixel distance on the [0, 1] scale written in 1/255 steps, e.g. "8/255"."""
+    return f"{value * 255:.3g}/255"

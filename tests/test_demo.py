@@ -1,0 +1,216 @@
+"""`impure demo` and `impure.demo`: the shipped samples, user inputs, the report, the grid, and errors.
+
+The purifier here is a randomly initialised "tiny" one saved with `save_pretrained` (fast; it destroys the
+images, so only the plumbing and the measurements are checked), except in
+`test_demo_default_bundled_weights`, which runs the bundled defaults.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from impure import Purifier, PurifierConfig
+from impure.classifiers import load_classifier
+from impure.cli import main
+from impure.demo import (
+    BOTTOM,
+    CIFAR10_CLASSES,
+    FRAME,
+    GAP,
+    GRID_COLUMNS,
+    LEFT,
+    SAMPLES_PATH,
+    TILE,
+    TOP,
+    load_demo_images,
+    run_demo,
+)
+
+ACCURACY_ROWS = ("clean", "attacked, no defence", "purified clean", "purified attacked")
+
+
+@pytest.fixture(scope="module")
+def purifier_folder(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("demo") / "tiny"
+    Purifier(PurifierConfig.preset("tiny")).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def samples():
+    with np.load(SAMPLES_PATH) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def _accuracies(report: str) -> dict[str, tuple[int, int]]:
+    """{row: (correct, total)} parsed from the printed report."""
+    found = {}
+    for row in ACCURACY_ROWS:
+        match = re.search(rf"^\s+{re.escape(row)}\s+[\d.]+%\s+\((\d+)/(\d+)\)$", report, flags=re.M)
+        assert match, f"the report has no accuracy line {row!r}:\n{report}"
+        found[row] = (int(match.group(1)), int(match.group(2)))
+    return found
+
+
+def test_shipped_samples_are_two_lossless_cifar10_test_images_per_class(samples):
+    assert samples["images"].shape == (20, 32, 32, 3) and samples["images"].dtype == np.uint8
+    assert tuple(samples["classes"]) == CIFAR10_CLASSES
+    assert samples["labels"].tolist() == list(range(10)) * 2
+    assert len(set(samples["test_index"].tolist())) == 20
+
+
+def test_demo_on_shipped_samples_prints_report_and_writes_grid(tmp_path, purifier_folder, samples, capsys):
+    out = tmp_path / "demo.png"
+    status = main(["demo", "--purifier", str(purifier_folder), "--device", "cpu", "-o", str(out)])
+    report = capsys.readouterr().out
+    assert status == 0, report
+    accuracies = _accuracies(report)
+    assert all(total == 20 for _, total in accuracies.values())
+    # The clean accuracy is the bundled classifier's own on the samples; PGD at 8/255 lowers it.
+    classifier = load_classifier("impure/cifar10-resnet20")
+    with torch.no_grad():
+        logits = classifier(torch.from_numpy(samples["images"]).permute(0, 3, 1, 2).float() / 255)
+    assert accuracies["clean"][0] == int((logits.argmax(1).numpy() == samples["labels"]).sum())
+    assert accuracies["attacked, no defence"][0] < accuracies["clean"][0]
+    assert re.search(r"x_adv - x\s+L-inf max 8/255", report)
+    assert "P(x_adv) - P(x)" in report and "time" in report
+    with Image.open(out) as grid:
+        cell = TILE + 2 * FRAME + GAP
+        assert grid.size == (LEFT + GRID_COLUMNS * cell, TOP + 4 * cell + BOTTOM)
+        first = np.asarray(grid.convert("RGB"))[TOP + FRAME:TOP + FRAME + TILE, LEFT + FRAME:LEFT + FRAME + TILE]
+    scale = TILE // 32
+    np.testing.assert_array_equal(first, samples["images"][0].repeat(scale, 0).repeat(scale, 1))
+
+
+def test_demo_refuses_to_overwrite_without_force(tmp_path, purifier_folder, capsys):
+    out = tmp_path / "demo.png"
+    out.write_bytes(b"keep me")
+    args = ["demo", "--purifier", str(purifier_folder), "--device", "cpu", "--limit", "2", "--steps", "1",
+            "-o", str(out)]
+    assert main(args) == 1
+    assert "--force" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert main(args + ["--force"]) == 0
+    with Image.open(out) as grid:
+        assert grid.format == "PNG"
+
+
+def test_run_demo_is_repeatable_with_a_seed(purifier_folder):
+    settings = dict(purifier=str(purifier_folder), limit=6, steps=3, device="cpu")
+    first, again = run_demo(seed=1, **settings), run_demo(seed=1, **settings)
+    other = run_demo(seed=2, **settings)
+    for name in ("attacked_correct", "purified_attacked_correct", "perturbation_l2", "residual_l2"):
+        assert torch.equal(getattr(first, name), getattr(again, name)), name
+    assert torch.equal(first.examples["purified"], again.examples["purified"])
+    assert not torch.equal(first.examples["adversarial"], other.examples["adversarial"])
+    delta = first.examples["adversarial"] - first.examples["clean"]
+    assert float(delta.abs().max()) <= 8 / 255 + 1e-6
+    assert torch.allclose(first.perturbation_l2, delta.flatten(1).norm(dim=1))
+    assert set(first.accuracies) == {"clean", "attacked", "purified_clean", "purified_attacked"}
+
+
+def test_residual_is_measured_with_the_same_purifier_noise(purifier_folder):
+    purifier = Purifier.from_pretrained(purifier_folder)
+    images = load_demo_images(limit=4)[0]
+    with torch.no_grad():
+        draws = [purifier(images, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    assert float((draws[0] - draws[1]).abs().max()) > 0.05  # the purifier is stochastic...
+    result = run_demo(purifier=purifier, eps=1e-4, steps=1, limit=4, device="cpu")
+    assert float(result.residual_linf.max()) < 0.01  # ...but P(x_adv) - P(x) compares equal noise draws
+    with pytest.raises(ValueError, match="set_strength"):
+        run_demo(purifier=purifier, strength=0.5, limit=2, device="cpu")
+
+
+def test_demo_reads_an_npz(tmp_path, purifier_folder, samples, capsys):
+    rows = [15, 3, 12, 7, 0]
+    path = tmp_path / "mine.npz"
+    np.savez(path, images=samples["images"][rows], labels=samples["labels"][rows])
+    images, labels, _ = load_demo_images(path, limit=4)
+    assert labels.tolist() == samples["labels"][rows[:4]].tolist()
+    assert torch.equal((images * 255).round().byte().permute(0, 2, 3, 1), torch.from_numpy(samples["images"][rows[:4]]))
+    status = main(["demo", str(path), "--purifier", str(purifier_folder), "--device", "cpu", "--limit", "4",
+                   "--steps", "2", "-o", str(tmp_path / "grid.png")])
+    report = capsys.readouterr().out
+    assert status == 0, report
+    assert f"4 images from {path}" in report
+    assert all(total == 4 for _, total in _accuracies(report).values())
+
+
+def test_demo_reads_a_class_folder(tmp_path, purifier_folder, samples, capsys):
+    folder = tmp_path / "photos"
+    for row in (3, 13, 8):  # cat, cat, ship: a folder's own class order is mapped onto CIFAR-10's
+        (folder / CIFAR10_CLASSES[samples["labels"][row]]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(samples["images"][row]).save(folder / CIFAR10_CLASSES[samples["labels"][row]] / f"{row}.png")
+    Image.fromarray(samples["images"][8].repeat(2, 0).repeat(2, 1)).save(folder / "ship" / "large.png")
+    images, labels, _ = load_demo_images(folder)
+    assert labels.tolist() == [3, 3, 8, 8]
+    assert images.shape == (4, 3, 32, 32)
+    assert torch.equal((images[:3] * 255).round().byte().permute(0, 2, 3, 1),
+                       torch.from_numpy(samples["images"][[13, 3, 8]]))  # files sort as 13.png, 3.png
+    status = main(["demo", str(folder), "--purifier", str(purifier_folder), "--device", "cpu", "--steps", "1",
+                   "-o", str(tmp_path / "grid.png")])
+    assert status == 0
+    assert all(total == 4 for _, total in _accuracies(capsys.readouterr().out).values())
+
+
+def _bad_inputs(tmp_path, samples):
+    np.savez(tmp_path / "keys.npz", x=samples["images"], y=samples["labels"])
+    np.savez(tmp_path / "labels.npz", images=samples["images"][:2], labels=np.array([1, 12]))
+    np.savez(tmp_path / "classes.npz", images=samples["images"][:2], labels=samples["labels"][:2],
+             classes=np.array(["a", "b"]))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "flat").mkdir()
+    Image.fromarray(samples["images"][0]).save(tmp_path / "flat" / "a.png")
+    (tmp_path / "dragons" / "dragon").mkdir(parents=True)
+    Image.fromarray(samples["images"][0]).save(tmp_path / "dragons" / "dragon" / "a.png")
+    (tmp_path / "notes.txt").write_text("hello")
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("keys.npz", r"lacks the key\(s\) \['images', 'labels'\]"),
+    ("labels.npz", r"labels must be CIFAR-10 class indices in \[0, 9\], got range \[1, 12\]"),
+    ("classes.npz", r"are not CIFAR-10's"),
+    ("empty", r"no readable images"),
+    ("flat", r"has no class subfolders"),
+    ("dragons", r"\['dragon'\] are not CIFAR-10 classes"),
+    ("notes.txt", r"give a folder of class subfolders or an \.npz"),
+    ("missing.npz", r"no such image folder or \.npz file"),
+])
+def test_demo_bad_input_gives_a_clear_error(tmp_path, purifier_folder, samples, capsys, name, message):
+    _bad_inputs(tmp_path, samples)
+    out = tmp_path / "grid.png"
+    status = main(["demo", str(tmp_path / name), "--purifier", str(purifier_folder), "--device", "cpu",
+                   "-o", str(out)])
+    assert status == 1
+    error = capsys.readouterr().err
+    assert error.startswith("impure demo: error:") and re.search(message, error), error
+    assert not out.exists()
+
+
+def test_demo_missing_weights_name_lists_the_bundled_ones(tmp_path, capsys):
+    status = main(["demo", "--purifier", "impure/no-such-weights", "-o", str(tmp_path / "grid.png")])
+    assert status == 1
+    assert "no bundled weights named 'impure/no-such-weights'; bundled:" in capsys.readouterr().err
+
+
+def test_demo_rejects_an_output_that_is_not_png(tmp_path, purifier_folder, capsys):
+    assert main(["demo", "--purifier", str(purifier_folder), "-o", str(tmp_path / "grid.jpg")]) == 1
+    assert "must be a .png file" in capsys.readouterr().err
+
+
+def test_demo_default_bundled_weights(tmp_path, capsys):
+    """The README's main job on the bundled purifier "impure/cifar10-s" and classifier, offline."""
+    out = tmp_path / "impure_demo.png"
+    status = main(["demo", "--limit", "4", "--steps", "2", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "purifier    impure/cifar10-s" in captured.out
+    assert all(total == 4 for _, total in _accuracies(captured.out).values())
+    with Image.open(out) as grid:
+        assert grid.width > grid.height
