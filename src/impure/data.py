@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
+
+from ._atomic import atomic_path
 
 __all__ = [
     "AdversarialShards",
@@ -309,14 +310,8 @@ def write_adversarial_shard(folder: str | os.PathLike, name: str, adversarial: t
     arrays = {"adversarial": quantise(adversarial), "clean": quantise(clean),
               "labels": labels.detach().cpu().long().numpy()}
     for key, path in shard_files(folder, name).items():
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, arrays[key])
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+            np.save(stream, arrays[key])
 
 
 class AdversarialShards(Dataset):

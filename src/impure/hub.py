@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ._atomic import atomic_path
 
 __all__ = ["bundled_names", "resolve_pretrained", "load_state_dict_strict", "save_file_atomic"]
 
@@ -128,12 +129,5 @@ def save_file_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
     """Write a safetensors file through a temporary file and a rename, so no half-written file remains."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
+
+from .._atomic import atomic_path
 
 DEFAULT_PURIFIER = "impure/cifar10-s"
 
@@ -54,15 +54,8 @@ def _collect(inputs: list[Path]) -> list[tuple[Path, Path]]:
 
 
 def _save_png_atomic(image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         image.save(temporary, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,39 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from .._atomic import atomic_path, atomic_write
 
 __all__ = ["atomic_save", "atomic_write_text", "config_differences", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
 
 
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def atomic_save(state: dict[str, Any], path: str | os.PathLike) -> None:
     """`torch.save` `state` to `path` through a temporary file in the same folder and `os.replace`."""
-    _atomic(Path(path), lambda stream: torch.save({"format": CHECKPOINT_FORMAT, **state}, stream))
+    with atomic_path(path) as temporary:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
-    _atomic(Path(path), lambda stream: stream.write(text.encode("utf-8")))
+    atomic_write(path, text)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
