@@ -1,12 +1,20 @@
-"""Robust accuracy of the shared CIFAR-10 ResNets behind no defence, each baseline and (optionally) a
-purifier, under grey-box and white-box ℓ∞ attacks at ε 8/255 on ../shared/data/cifar10/test_dev.npz.
+"""Robust accuracy of the shared CIFAR-10 ResNets behind no defence, each baseline and any number of
+purifiers (each at any number of strengths), under grey-box, white-box and BPDA ℓ∞ attacks at ε 8/255 on
+../shared/data/cifar10/test_dev.npz.
 
-    python benchmarks/robustness.py [--purifier impure/cifar10-s] [--limit 200] [--attacks pgd,fgsm]
+    python benchmarks/robustness.py [--purifier NAME_OR_DIR [--strengths 0.5,1] [--label L]]...
+        [--limit 500] [--white-box-limit 100] [--attacks paper] [--white-box-attacks paper]
         [--classifiers cifar_resnet20,cifar_resnet56] [--defences none,jpeg75,bits4,median3]
-        [--threat both] [--steps 10] [--eot-samples 8] [--device auto] [--out DIR]
+        [--threat all] [--steps 10] [--eot-samples 8] [--threads 2] [--device auto] [--out DIR]
 
-Prints one Markdown table (a row per classifier, defence and threat model) and writes it, with the
-JSON of every run, into --out (default benchmarks/results/robustness).
+Per classifier and defence: clean accuracy alone and through the defence, PSNR of the purified clean
+images, robust accuracy per attack with the mean and worst case, and images/s of the classifier behind the
+defence beside the classifier alone (timed batch by batch in the same pass). Grey-box rows use --limit
+images and share one set of adversarial examples per classifier; white-box rows (exact gradients through
+the defence, with EOT for a stochastic one) and BPDA rows use the first --white-box-limit images, since
+attacking through a purifier costs a purifier pass per attack step. Every row says how many images it
+counts. Prints one Markdown table and writes it, with the JSON of every run, into --out (default
+benchmarks/results/robustness).
 """
 
 from __future__ import annotations
@@ -15,81 +23,98 @@ import argparse
 import json
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import torch
+from _common import (
+    WEIGHTS,
+    add_defence_arguments,
+    add_run_arguments,
+    attack_names,
+    check_classifiers,
+    defence_specs,
+    evaluate_defence,
+    load_defence,
+    names,
+    positive_int,
+    prepare,
+    write_report,
+)
 
-from impure.evaluation import DEFAULT_ATTACKS, evaluate, summary_table
-from impure.evaluation.report import atomic_write
+from impure.evaluation import DEFAULT_ATTACKS, THREATS, summary_table
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-WEIGHTS = {"cifar_resnet20": "cifar10_resnet20.safetensors", "cifar_resnet56": "cifar10_resnet56.safetensors"}
-BASELINES = ("none", "jpeg75", "bits4", "median3")
+_THREAT_SETS = {"both": ("grey-box", "white-box"), "all": THREATS}
 
 
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
+def threats(text: str) -> tuple[str, ...]:
+    """Comma-separated threat models (grey-box, white-box, bpda) or "both" / "all"."""
+    chosen = [threat for name in names(text) for threat in _THREAT_SETS.get(name.lower(), (name.lower(),))]
+    unknown = sorted(set(chosen) - set(THREATS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown threat model(s) {unknown}; use {', '.join(THREATS)}, both, all")
+    return tuple(dict.fromkeys(chosen))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shared", type=Path, default=SHARED, help="the shared data and model folder")
-    parser.add_argument("--purifier", help="a purifier name or folder (Purifier.from_pretrained) to add")
-    parser.add_argument("--defences", type=_names, default=list(BASELINES), help="comma-separated baselines")
-    parser.add_argument("--classifiers", type=_names, default=list(WEIGHTS), help="comma-separated")
-    parser.add_argument("--attacks", type=_names, default=list(DEFAULT_ATTACKS), help="comma-separated")
-    parser.add_argument("--threat", default="both", help="grey-box, white-box, bpda, both or all")
-    parser.add_argument("--eps", type=lambda s: float(Fraction(s)), default=8 / 255, help="e.g. 8/255")
-    parser.add_argument("--limit", type=int, default=200, help="images from test_dev.npz (default 200)")
-    parser.add_argument("--steps", type=int, help="iterations of each iterative attack (default per attack)")
-    parser.add_argument("--eot-samples", type=int, help="EOT samples for a stochastic purifier")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_defence_arguments(parser)
+    add_run_arguments(parser)
+    parser.add_argument("--classifiers", type=names, default=list(WEIGHTS), help="comma-separated")
+    parser.add_argument("--attacks", type=attack_names, default=list(DEFAULT_ATTACKS),
+                        help="comma-separated names, or a set: paper (the nine, default), cheap, all")
+    parser.add_argument("--white-box-attacks", type=attack_names,
+                        help="attacks of the white-box and BPDA rows (default: --attacks)")
+    parser.add_argument("--threat", type=threats, default=THREATS,
+                        help="grey-box, white-box, bpda, both or all (default)")
+    parser.add_argument("--white-box-limit", type=positive_int, default=100,
+                        help="images for the white-box and BPDA rows (default 100, at most --limit)")
+    parser.add_argument("--eot-samples", type=positive_int, help="EOT samples for a stochastic purifier (default 8)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "robustness")
-    return parser.parse_args(argv)
+    return parser.parse_args(argv)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    data = args.shared / "data" / "cifar10" / "test_dev.npz"
-    if not data.is_file():
-        print(f"the shared data is missing ({data}); pass --shared DIR", file=sys.stderr)
+    data = prepare(args)
+    if data is None:
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    unknown = [name for name in args.classifiers if name not in WEIGHTS]
-    if unknown:
-        print(f"unknown classifier(s) {unknown}; choose from {', '.join(WEIGHTS)}", file=sys.stderr)
+    try:
+        check_classifiers(args.classifiers)
+        specs = defence_specs(args)
+    except ValueError as error:
+        print(error, file=sys.stderr)
         return 2
-    defences = args.defences + ([args.purifier] if args.purifier else [])
+    adaptive = tuple(threat for threat in args.threat if threat != "grey-box")
+    white_box_limit = min(args.white_box_limit, args.limit or args.white_box_limit)
     results = []
     start = time.perf_counter()
     for classifier in args.classifiers:
-        grey_box = {}  # adversarial examples made on the bare classifier, shared by every defence
-        for defence in defences:
-            print(f"== {classifier} + {defence}", file=sys.stderr)
-            weights = args.shared / "models" / WEIGHTS[classifier]
-            results.append(evaluate(
-                classifier, data, defence, attacks=args.attacks, threat=args.threat, eps=args.eps,
-                steps=args.steps, batch_size=args.batch_size, device=args.device,
-                eot_samples=args.eot_samples, seed=args.seed, limit=args.limit, classifier_weights=weights,
-                adversarial_cache=grey_box,
-            ))  # fmt: skip
+        grey_box: dict = {}  # adversarial examples made on the bare classifier, shared by every defence
+        for spec in specs:
+            defence = load_defence(spec)
+            # Without a defence every threat model is the same attack on the same model: one row.
+            if "grey-box" in args.threat or defence is None:
+                results.append(evaluate_defence(args, data, classifier, spec, defence, attacks=args.attacks,
+                                                threat="grey-box", limit=args.limit, cache=grey_box))
+            if adaptive and defence is not None:
+                results.append(evaluate_defence(args, data, classifier, spec, defence,
+                                                attacks=args.white_box_attacks or args.attacks, threat=adaptive,
+                                                limit=white_box_limit, cache=grey_box))  # fmt: skip
     minutes = (time.perf_counter() - start) / 60
     first = results[0]
-    header = (
-        f"Robust accuracy (%) on the first {first.num_images} images of test_dev.npz, ℓ∞ ε = "
-        f"{args.eps * 255:.3g}/255, device {first.device}, seed {args.seed}, {minutes:.1f} min in all. "
-        f"Attack settings: {json.dumps(first.settings['attacks'])}.\n\n"
+    settings = {name: value for r in results for name, value in r.settings["attacks"].items()}
+    own_attacks = ""
+    if adaptive and args.white_box_attacks and args.white_box_attacks != args.attacks:
+        own_attacks = f" White-box and BPDA rows: mean and worst case over {', '.join(args.white_box_attacks)}."
+    table = (
+        f"Robust accuracy (%) of the shared CIFAR-10 ResNets on test_dev.npz (column *images*: the first N "
+        f"images), ℓ∞ ε = {args.eps * 255:.3g}/255, device {first.device}, seed {args.seed}, "
+        f"{minutes:.1f} min in all. Without a defence every threat model is the same attack (grey-box row). "
+        f"White-box: exact gradients through the defence, EOT over a stochastic one; BPDA: identity backward "
+        f"through it. images/s: classifier behind the defence and classifier alone, timed side by side on the "
+        f"clean images.{own_attacks} Attack settings: {json.dumps(settings)}.\n\n" + summary_table(results)
     )
-    table = header + summary_table(results)
     print(table)
-    atomic_write(args.out / "robustness.md", table)
-    atomic_write(args.out / "robustness.json", json.dumps([r.to_dict() for r in results], indent=2) + "\n")
-    print(f"wrote {args.out / 'robustness.md'} and robustness.json", file=sys.stderr)
+    write_report(args.out, "robustness", table, argv=argv, minutes=minutes, specs=specs, results=results)
     return 0
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import sys
 import urllib.error
 
@@ -22,16 +22,17 @@ from impure.evaluation import (
     EvaluationResult,
     attack_settings,
     evaluate,
+    frontier_table,
     l2_norm,
     linf_norm,
     list_attacks,
     load_data,
+    pareto_front,
     psnr,
     resolve_classifier,
     resolve_purifier,
     summary_table,
 )
-from impure.evaluation.report import atomic_write
 
 EPS = 8 / 255
 FAST = {"steps": 5, "batch_size": 16, "device": "cpu", "progress": False}
@@ -71,6 +72,18 @@ class GaussianNoise(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return images + 0.05 * torch.randn_like(images)
+
+
+class Recording(nn.Module):
+    """A constructed deterministic defence (lower contrast) that records the batch size of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(images.shape[0])
+        return 0.9 * images + 0.05
 
 
 def test_no_defence_pgd_breaks_the_classifier(model, data, undefended):
@@ -141,6 +154,52 @@ def test_adversarial_cache_is_shared_across_defences(model, data):
     assert reused.robust_accuracy("fgsm") == reused.defended_accuracy
 
 
+def test_clean_purification_is_reused_and_only_correct_images_are_attacked_through_the_defence(model, data):
+    defence = Recording()
+    evaluate(model, data, defence, attacks=["fgsm", "pgd"], threat="grey-box", **FAST)
+    # warm-up, one call per batch of 16 in the clean pass, the stochasticity probe, then P(x_adv) only:
+    # the attacks reuse the clean pass's P(x).
+    assert defence.sizes == [16, 16, 16, 4, 4] + [16, 16] * 2
+    images, labels = data[0][:16], data[1][:16].clone()
+    labels[:5] = (labels[:5] + 1) % 10  # five images the defended classifier cannot get right
+    defence.sizes.clear()
+    white = evaluate(model, (images, labels), defence, attacks=["fgsm"], threat="white-box", **FAST)
+    right = round(white.defended_accuracy * 16)
+    assert 0 < right <= 11
+    # FGSM makes one pass through the defence, over the images it classifies correctly when clean.
+    assert defence.sizes == [16, 16, 4, 4, right, 16]
+    entry = white.attacks[0]
+    assert 0 < entry.perturbation_linf <= EPS + 1e-6 and entry.robust_accuracy <= white.defended_accuracy
+    # Residuals cover the attacked images: P scales the perturbation by 0.9.
+    assert entry.residual_linf == pytest.approx(0.9 * EPS, rel=1e-3)
+
+
+def test_pareto_front_and_frontier_table(undefended):
+    assert pareto_front([(0.9, 0.1), (0.8, 0.4), (0.7, 0.3), (0.8, 0.4), (0.5, 0.5), (0.9, 0.05)]) == [
+        True, True, False, True, True, False]  # fmt: skip
+    assert pareto_front([]) == [] and pareto_front([(0.2, 0.1)]) == [True]
+    with pytest.raises(ValueError, match="finite"):
+        pareto_front([(0.5, float("nan"))])
+
+    def variant(name: str, clean: float, pgd: float, mean: float) -> EvaluationResult:
+        attacks = [dataclasses.replace(e, robust_accuracy=pgd if e.attack == "pgd" else e.robust_accuracy)
+                   for e in undefended.attacks]  # fmt: skip
+        return dataclasses.replace(undefended, defence=name, defended_accuracy=clean, psnr=30.0,
+                                   attacks=attacks, mean={"grey-box": mean}, worst_case={"grey-box": 0.0})  # fmt: skip
+
+    results = [variant("weak", 0.5, 0.3, 0.25), variant("jpeg", 0.85, 0.4, 0.4), variant("both", 0.6, 0.2, 0.3),
+               variant("dominated", 0.55, 0.2, 0.2)]  # fmt: skip
+    lines = frontier_table(results).splitlines()
+    assert "PGD-5 grey-box" in lines[0] and "images/s (classifier)" in lines[0]
+    assert [line.split(" | ")[1] for line in lines[2:]] == ["jpeg", "both", "dominated", "weak"]
+    assert lines[2].startswith("| ★ | jpeg | 85.0 | 40.0 | 40.0 | 0.0 | 30.0 |")
+    assert [line.startswith("| ★ |") for line in lines[2:]] == [True, False, False, False]
+    with pytest.raises(KeyError, match="no result for attack 'cw'"):
+        frontier_table(results, attack="cw")
+    with pytest.raises(ValueError, match="one classifier"):
+        frontier_table([results[0], dataclasses.replace(results[1], num_images=7)])
+
+
 def test_stochastic_defence_uses_eot_common_noise_and_seeds(model, data):
     kwargs = {"attacks": ["pgd"], "threat": "white-box", "eot_samples": 2, "keep_examples": 2, **FAST}
     noisy, data = GaussianNoise(), (data[0][:16], data[1][:16])
@@ -195,22 +254,15 @@ def test_reports_json_markdown_grid_chart(undefended, tmp_path, monkeypatch):
     with Image.open(paths["grid"]) as grid:
         assert grid.size == ((4 * 34 + 2) * 4, (4 * 34 + 2) * 4)  # 4 examples x 4 rows of 32 px, upscaled 4x
     table = summary_table([undefended, undefended])
-    assert table.count("| CifarResNet | none | grey-box |") == 2 and "| white-box |" in table
+    assert table.count("| CifarResNet | none | grey-box | 32 |") == 2 and "| white-box |" in table
+    assert table.splitlines()[0].endswith("| images/s (defended) | images/s (classifier) |")
+    assert table.splitlines()[2].endswith(
+        f"| {undefended.images_per_second:.0f} | {undefended.classifier_images_per_second:.0f} |")
     with pytest.raises(ValueError, match="keep_examples"):
         EvaluationResult.from_dict(undefended.to_dict()).save_grid(tmp_path / "g.png")
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match="impure\\[plots\\]"):
         undefended.save_bar_chart(tmp_path / "chart.png")
-
-
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
-    target = atomic_write(tmp_path / "report.md", "old")
-    def refuse(*args):
-        raise OSError("disk full")
-    monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(target, "new")
-    assert target.read_text() == "old" and os.listdir(tmp_path) == ["report.md"]
 
 
 def test_data_sources(paths, data, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from impure import PurifiedClassifier, Purifier, PurifierConfig, select_device, select_dtype
+from impure._bpda import straight_through
 
 
 def _classifier() -> nn.Module:
@@ -52,6 +53,19 @@ def test_bpda_uses_an_identity_backward_through_the_purifier():
     model.classify(purified).sum().backward()
     torch.testing.assert_close(images.grad, purified.grad)
     assert model.purifier.decoder_pred.weight.grad is None
+
+
+def test_straight_through_is_exact_forward_and_identity_backward():
+    images = torch.rand(2, 3, 8, 8, requires_grad=True)
+    transformed = torch.round(images.detach() * 3) / 3
+    out = straight_through(images, transformed)
+    assert torch.equal(out, transformed) and out.data_ptr() != transformed.data_ptr()
+    out.mul_(2)  # the caller owns the output: in-place changes are allowed
+    weights = torch.randn_like(images)
+    (out * weights).sum().backward()
+    assert torch.equal(images.grad, 2 * weights)
+    with pytest.raises(ValueError, match="must keep the shape"):
+        straight_through(images, transformed[:, :, :4])
 
 
 def test_gradient_option_is_validated():

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from impure._bpda import straight_through
 from impure._checks import check_images
 
 __all__ = ["JPEG", "BitDepthReduction", "MedianFilter", "is_baseline_name", "list_baselines", "load_baseline"]
@@ -51,23 +52,6 @@ _YCBCR_TO_RGB = (
     (1.0, -0.344136, -0.714136),
     (1.0, 1.772, 0.0),
 )
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the transformed images, exactly. Backward: the gradient passes to the input unchanged."""
-
-    @staticmethod
-    def forward(ctx, images: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
-        return transformed
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
-
-
-def _straight_through(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """`y` in the forward pass, the identity's gradient in the backward pass (BPDA)."""
-    return _StraightThrough.apply(x, y)
 
 
 def _quant_table(table: tuple[tuple[int, ...], ...], quality: int) -> torch.Tensor:
@@ -145,7 +129,7 @@ class JPEG(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """JPEG-compress `images` (N, 3, H, W) in [0, 1]; gradients pass straight through."""
         check_images(images)
-        return _straight_through(images, self.compress(images.detach()))
+        return straight_through(images, self.compress(images.detach()))
 
 
 class BitDepthReduction(nn.Module):
@@ -169,7 +153,7 @@ class BitDepthReduction(nn.Module):
         check_images(images)
         levels = 2**self.bits - 1
         reduced = torch.round(images.detach().clamp(0, 1) * levels) / levels
-        return _straight_through(images, reduced)
+        return straight_through(images, reduced)
 
 
 class MedianFilter(nn.Module):

@@ -7,21 +7,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ._bpda import straight_through
+
 __all__ = ["PurifiedClassifier"]
 
 _GRADIENTS = ("full", "bpda")
-
-
-class _IdentityBackward(torch.autograd.Function):
-    """Return the purified images forward; pass the gradient to the input unchanged backward (BPDA)."""
-
-    @staticmethod
-    def forward(ctx, images: torch.Tensor, purified: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
-        return purified.clone()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
 
 
 class PurifiedClassifier(nn.Module):
@@ -50,7 +40,7 @@ class PurifiedClassifier(nn.Module):
         if self.gradient == "bpda":
             with torch.no_grad():
                 purified = self.purifier(images)
-            return _IdentityBackward.apply(images, purified)
+            return straight_through(images, purified)
         return self.purifier(images)
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:

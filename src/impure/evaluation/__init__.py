@@ -1,5 +1,6 @@
 """Honest robustness evaluation of a classifier behind a defence: grey-box and white-box, with reports."""
 
+from impure.evaluation.frontier import frontier_table, pareto_front
 from impure.evaluation.metrics import l2_norm, linf_norm, psnr
 from impure.evaluation.report import AttackResult, EvaluationResult, summary_table
 from impure.evaluation.runner import DEFAULT_EOT_SAMPLES, THREATS, evaluate
@@ -15,10 +16,12 @@ __all__ = [
     "attack_settings",
     "build_attack",
     "evaluate",
+    "frontier_table",
     "l2_norm",
     "linf_norm",
     "list_attacks",
     "load_data",
+    "pareto_front",
     "psnr",
     "resolve_classifier",
     "resolve_purifier",

@@ -6,33 +6,15 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._atomic import atomic_write
+
 __all__ = ["AttackResult", "EvaluationResult", "atomic_write", "summary_table"]
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder, then `os.replace`.
-
-    A reader never sees a half-written file and an existing file survives a failed write.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass
@@ -42,9 +24,11 @@ class AttackResult:
     attack: str  # attack name, e.g. "pgd"
     threat: str  # "grey-box", "white-box" or "bpda"
     robust_accuracy: float  # fraction of all images still classified correctly through the defence
-    residual_linf: float  # mean over images of ||P(x_adv) - P(x)||_inf (P = identity without a defence)
-    residual_l2: float  # mean over images of ||P(x_adv) - P(x)||_2, on the [0, 1] pixel scale
-    perturbation_linf: float  # largest ||x_adv - x||_inf over the images (must not exceed eps)
+    # Statistics over the attacked images: all of them on the bare classifier (grey-box); through the defence
+    # (white-box, BPDA) those it classifies correctly when clean, since the others count as failures anyway.
+    residual_linf: float  # mean of ||P(x_adv) - P(x)||_inf (P = identity without a defence)
+    residual_l2: float  # mean of ||P(x_adv) - P(x)||_2, on the [0, 1] pixel scale
+    perturbation_linf: float  # largest ||x_adv - x||_inf (must not exceed eps)
     seconds: float  # wall time of making and scoring the adversarial examples
 
 
@@ -187,14 +171,16 @@ class EvaluationResult:
 def summary_table(results: list[EvaluationResult]) -> str:
     """One Markdown table comparing several results: a row per classifier, defence and threat.
 
-    Columns: clean accuracy, accuracy through the defence, PSNR of P(x), robust accuracy per attack, their
-    mean and per-image worst case, the mean residual ℓ∞ over attacks, and defended images/s (all %).
+    Columns: the number of images, clean accuracy, accuracy through the defence, PSNR of P(x), robust
+    accuracy per attack, their mean and per-image worst case (accuracies in %), the mean residual ℓ∞ over
+    attacks, and the inference throughput of the classifier behind the defence and of the classifier alone,
+    measured side by side in the same pass.
     """
     if not results:
         raise ValueError("summary_table needs at least one EvaluationResult")
     attacks = list(dict.fromkeys(e.attack for r in results for e in r.attacks))
-    header = ["classifier", "defence", "threat", "clean", "defended clean", "PSNR", *attacks, "mean", "worst",
-              "residual ℓ∞ (/255)", "images/s"]  # fmt: skip
+    header = ["classifier", "defence", "threat", "images", "clean", "defended clean", "PSNR", *attacks, "mean",
+              "worst", "residual ℓ∞ (/255)", "images/s (defended)", "images/s (classifier)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
     for result in results:
         by_key = {(e.attack, e.threat): e for e in result.attacks}
@@ -203,11 +189,12 @@ def summary_table(results: list[EvaluationResult]) -> str:
             measured = [e for e in entries if e is not None]
             residual = sum(e.residual_linf for e in measured) / len(measured) * 255 if measured else math.nan
             cells = [
-                result.classifier, result.defence, threat, _percent(result.clean_accuracy),
+                result.classifier, result.defence, threat, str(result.num_images), _percent(result.clean_accuracy),
                 _percent(result.defended_accuracy), "—" if result.psnr is None else f"{result.psnr:.1f}",
                 *("—" if e is None else _percent(e.robust_accuracy) for e in entries),
                 _percent(result.mean[threat]), _percent(result.worst_case[threat]),
                 "—" if math.isnan(residual) else f"{residual:.2f}", f"{result.images_per_second:.0f}",
+                f"{result.classifier_images_per_second:.0f}",
             ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

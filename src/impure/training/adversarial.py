@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from impure._atomic import atomic_write
 from impure.data import SHARD_MANIFEST, fetch_batch, shard_files, write_adversarial_shard
-from impure.training.checkpoint import atomic_write_text
 
 __all__ = ["make_adversarial_dataset"]
 
@@ -87,7 +87,7 @@ def make_adversarial_dataset(dataset: Dataset, attack: Callable[[torch.Tensor, t
         name = f"shard-{index:05d}"
         write_adversarial_shard(output, name, *(torch.cat(column) for column in zip(*parts, strict=True)))
         done.append(name)
-        atomic_write_text(json.dumps({**settings, "shards": done, "complete": index == shards - 1}, indent=2),
-                          manifest_path)
+        atomic_write(manifest_path,
+                     json.dumps({**settings, "shards": done, "complete": index == shards - 1}, indent=2))
     bar.close()
     return output

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from .._atomic import atomic_path, atomic_write
+from .._atomic import atomic_path
 
-__all__ = ["atomic_save", "atomic_write_text", "config_differences", "load_checkpoint"]
+__all__ = ["atomic_save", "config_differences", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -19,11 +19,6 @@ def atomic_save(state: dict[str, Any], path: str | os.PathLike) -> None:
     """`torch.save` `state` to `path` through a temporary file in the same folder and `os.replace`."""
     with atomic_path(path) as temporary:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary)
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """Write `text` (UTF-8) to `path` atomically."""
-    atomic_write(path, text)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

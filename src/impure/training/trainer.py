@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from tqdm.auto import tqdm
 
+from impure._atomic import atomic_write
 from impure.config import PurifierConfig
 from impure.data import AdversarialShards, fetch_batch, open_dataset
 from impure.device import select_device
@@ -24,7 +25,7 @@ from impure.losses import PurificationLoss
 from impure.model import Purifier
 from impure.training.batches import BatchPlan, augment
 from impure.training.builders import build_attack, build_loss, load_frozen_classifier
-from impure.training.checkpoint import atomic_save, atomic_write_text, config_differences, load_checkpoint
+from impure.training.checkpoint import atomic_save, config_differences, load_checkpoint
 from impure.training.config import TrainConfig
 from impure.training.distributed import DistributedContext, init_distributed
 from impure.training.optim import build_optimizer, warmup_cosine
@@ -185,7 +186,7 @@ class Trainer:
         log_path = self.output_dir / LOG_NAME
         if ctx.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(json.dumps(config.to_dict(), indent=2), self.output_dir / "train_config.json")
+            atomic_write(self.output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2))
             self._truncate_log(log_path, step)
         end = optim.steps if stop_after is None else min(optim.steps, stop_after)
         bar = tqdm(total=optim.steps, initial=step, disable=not (ctx.is_main and config.log.progress),
@@ -360,4 +361,4 @@ class Trainer:
         lines = path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
         if len(kept) != len(lines):
-            atomic_write_text("".join(line + "\n" for line in kept), path)
+            atomic_write(path, "".join(line + "\n" for line in kept))

@@ -1,0 +1,202 @@
+"""What the robustness and frontier benchmarks share: the shared files, the defence and run options, one
+evaluation of a labelled defence, and the atomic Markdown + JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from impure.evaluation import DEFAULT_ATTACKS, EvaluationResult, evaluate, list_attacks, resolve_purifier
+from impure.evaluation.report import atomic_write
+from impure.evaluation.suite import check_attack_names
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DATA = Path("data") / "cifar10" / "test_dev.npz"
+WEIGHTS = {"cifar_resnet20": "cifar10_resnet20.safetensors", "cifar_resnet56": "cifar10_resnet56.safetensors"}
+BASELINES = ("none", "jpeg75", "bits4", "median3")
+# Names that stand for several attacks in --attacks.
+ATTACK_SETS = {
+    "paper": DEFAULT_ATTACKS,  # the paper's nine
+    "nine": DEFAULT_ATTACKS,
+    "all": tuple(list_attacks()),  # the nine and BIM
+    "cheap": ("fgsm", "pgd", "mifgsm", "apgd-dlr"),
+}
+
+
+@dataclass(frozen=True)
+class DefenceSpec:
+    """One row's defence: where it comes from, its label in the tables, and the purifier's strength."""
+
+    source: str  # "none", a baseline name ("jpeg75") or a purifier name or folder
+    label: str
+    strength: float | None = None  # Purifier.set_strength; None keeps the saved timesteps
+
+
+def names(text: str) -> list[str]:
+    """Comma-separated names."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def attack_names(text: str) -> list[str]:
+    """Comma-separated attack names or set names (`ATTACK_SETS`), checked and without repeats."""
+    expanded = [attack for name in names(text) for attack in ATTACK_SETS.get(name.lower(), (name,))]
+    try:
+        return check_attack_names(expanded)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}; or a set: {', '.join(ATTACK_SETS)}") from error
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def strengths(text: str) -> tuple[float, ...]:
+    """Comma-separated positive purification strengths, e.g. "0.5,0.75,1"."""
+    try:
+        values = tuple(float(Fraction(item)) for item in names(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"strengths must be numbers like 0.5,1 (got {text!r})") from error
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"strengths must be positive numbers like 0.5,1 (got {text!r})")
+    return values
+
+
+class _NewPurifier(argparse.Action):
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.purifiers = [*namespace.purifiers, {"source": value, "label": None, "strengths": None}]
+
+
+class _PurifierOption(argparse.Action):
+    """--strengths and --label qualify the --purifier before them; --strengths before any sets the default."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if namespace.purifiers:
+            namespace.purifiers[-1][self.dest] = value
+        elif self.dest == "strengths":
+            namespace.default_strengths = value
+        else:
+            parser.error(f"{option_string} names the --purifier given before it; put it after one")
+
+
+def add_defence_arguments(parser: argparse.ArgumentParser) -> None:
+    """--defences (baselines), --purifier (repeatable), --strengths and --label (per purifier)."""
+    parser.set_defaults(purifiers=[], default_strengths=None)
+    parser.add_argument("--defences", type=names, default=list(BASELINES),
+                        help=f"comma-separated baselines: none, jpegQ, bitsB, medianK (default: {','.join(BASELINES)})")
+    parser.add_argument("--purifier", action=_NewPurifier, default=argparse.SUPPRESS, metavar="NAME_OR_DIR",
+                        help="a purifier name or save_pretrained folder; repeat for several")
+    parser.add_argument("--strengths", "--strength", dest="strengths", type=strengths, action=_PurifierOption,
+                        default=argparse.SUPPRESS, metavar="S[,S...]",
+                        help="strengths (Purifier.set_strength) of the --purifier before it, one row each; "
+                             "given before any --purifier, the default for all")
+    parser.add_argument("--label", action=_PurifierOption, default=argparse.SUPPRESS,
+                        help="the table label of the --purifier before it (default: its folder's name)")  # fmt: skip
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the shared files are, ε, image count, attack steps, batch size, device, seed, threads, output."""
+    parser.add_argument("--shared", type=Path, default=SHARED, help="the shared data and model folder")
+    parser.add_argument("--eps", type=lambda s: float(Fraction(s)), default=8 / 255, help="e.g. 8/255")
+    parser.add_argument("--limit", type=positive_int, help="the first N images of test_dev.npz (default: all 500)")
+    parser.add_argument("--steps", type=positive_int, help="iterations of every iterative attack (default per attack)")
+    parser.add_argument("--batch-size", type=positive_int, default=100)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def default_label(source: str) -> str:
+    """A purifier's table label: its folder's name (a Trainer's `model` folder: the run's), else `source`."""
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        return source
+    path = path.resolve()
+    return path.parent.name if path.name == "model" else path.name
+
+
+def defence_specs(args: argparse.Namespace) -> list[DefenceSpec]:
+    """The baselines of --defences, then each --purifier at each of its strengths."""
+    specs = [DefenceSpec(name, name.lower()) for name in args.defences]
+    for entry in args.purifiers:
+        label = entry["label"] or default_label(entry["source"])
+        chosen = entry["strengths"] or args.default_strengths
+        if chosen is None:
+            specs.append(DefenceSpec(entry["source"], label))
+        else:
+            specs += [DefenceSpec(entry["source"], f"{label} s={value:g}", value) for value in chosen]
+    labels = [spec.label for spec in specs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"two rows would be labelled {repeated}; give each --purifier its own --label")
+    return specs
+
+
+def load_defence(spec: DefenceSpec) -> nn.Module | None:
+    """The defence module of `spec` (None for "none"), at its strength."""
+    defence, _ = resolve_purifier(spec.source)
+    if spec.strength is not None:
+        if not hasattr(defence, "set_strength"):
+            raise ValueError(f"--strengths applies to IMPure purifiers; {spec.source!r} has no strength")
+        defence.set_strength(spec.strength)
+    return defence
+
+
+def prepare(args: argparse.Namespace) -> Path | None:
+    """Set the thread count; the path of test_dev.npz, or None (with a message) when it is missing."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = args.shared / DATA
+    if not data.is_file():
+        print(f"the shared data is missing ({data}); pass --shared DIR", file=sys.stderr)
+        return None
+    return data
+
+
+def evaluate_defence(args: argparse.Namespace, data: Path, classifier: str, spec: DefenceSpec,
+                     defence: nn.Module | None, *, attacks: list[str], threat: str | tuple[str, ...],
+                     limit: int | None, cache: dict) -> EvaluationResult:  # fmt: skip
+    """`evaluate` one shared classifier behind `defence` with the run options of `args`, labelled as `spec`.
+
+    `cache` holds the adversarial examples made on the bare classifier: pass one dict per classifier so
+    that every defence is scored on the same grey-box examples, each attack made once.
+    """
+    threat_text = threat if isinstance(threat, str) else ", ".join(threat)
+    print(f"== {classifier} + {spec.label} ({threat_text}, {limit or 'all'} images)", file=sys.stderr)
+    result = evaluate(
+        classifier, data, defence, attacks=attacks, threat=threat, eps=args.eps, steps=args.steps,
+        batch_size=args.batch_size, device=args.device, eot_samples=getattr(args, "eot_samples", None),
+        seed=args.seed, limit=limit, classifier_weights=args.shared / "models" / WEIGHTS[classifier],
+        adversarial_cache=cache, progress=not args.no_progress,
+    )  # fmt: skip
+    return dataclasses.replace(result, defence=spec.label)
+
+
+def check_classifiers(requested: list[str]) -> None:
+    unknown = [name for name in requested if name not in WEIGHTS]
+    if unknown:
+        raise ValueError(f"unknown classifier(s) {unknown}; choose from {', '.join(WEIGHTS)}")
+
+
+def write_report(out_dir: Path, stem: str, markdown: str, *, argv: list[str] | None, minutes: float,
+                 specs: list[DefenceSpec], results: list[EvaluationResult]) -> None:  # fmt: skip
+    """Write `stem`.md and `stem`.json (the command line, the defences and every result) into `out_dir`
+    atomically: an old report survives a failed write."""
+    payload = {
+        "argv": sys.argv[1:] if argv is None else argv, "minutes": minutes,
+        "defences": [dataclasses.asdict(spec) for spec in specs], "results": [r.to_dict() for r in results],
+    }  # fmt: skip
+    atomic_write(out_dir / f"{stem}.md", markdown)
+    atomic_write(out_dir / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {out_dir / stem}.md and {stem}.json", file=sys.stderr)
