@@ -1,0 +1,49 @@
+"""The purifier shipped in the package: loads offline by name and purifies as its model card says."""
+
+import json
+
+import pytest
+import torch
+
+from impure import Purifier, PurifierConfig
+from impure.classifiers import load_classifier
+from impure.data import load_npz
+from impure.evaluation.metrics import psnr
+from impure.hub import BUNDLED_ROOT, bundled_names
+
+CARD = BUNDLED_ROOT / "cifar10-s" / "card.json"
+
+
+def test_bundled_purifier_loads_offline_in_eval_mode_with_the_preset_architecture(monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    assert "impure/cifar10-s" in bundled_names()
+    purifier = Purifier.from_pretrained("impure/cifar10-s")
+    assert not purifier.training and purifier.dtype == torch.float32
+    preset = PurifierConfig.preset("cifar10-s").to_dict()
+    loaded = purifier.config.to_dict()
+    noise = ("image_noise_t", "feature_noise_t")  # the export may make an evaluation strength nominal
+    assert {k: v for k, v in loaded.items() if k not in noise} == {k: v for k, v in preset.items() if k not in noise}
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = purifier(images, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+
+
+def test_bundled_purifier_reproduces_its_card(shared_dir):
+    card = json.loads(CARD.read_text())
+    images, labels = load_npz(shared_dir / "data" / "cifar10" / "test_dev.npz")
+    images, labels = images[:100], labels[:100]
+    purifier = Purifier.from_pretrained("impure/cifar10-s")
+    classifier = load_classifier("cifar_resnet56", shared_dir / "models" / "cifar10_resnet56.safetensors").eval()
+    with torch.no_grad():
+        purified = purifier(images, generator=torch.Generator().manual_seed(0))
+        accuracy = (classifier(purified).argmax(1) == labels).float().mean().item()
+    assert psnr(purified, images).mean().item() == pytest.approx(card["test_dev_first100_psnr_db"], abs=0.05)
+    assert accuracy == pytest.approx(card["test_dev_first100_resnet56_accuracy"], abs=0.021)
+    with torch.no_grad():  # and it is a purifier, not the identity: the output differs from its input
+        assert (purified - images).abs().mean() > 1 / 255
