@@ -153,15 +153,21 @@ def load_defence(spec: DefenceSpec) -> nn.Module | None:
     return defence
 
 
-def prepare(args: argparse.Namespace) -> Path | None:
-    """Set the thread count; the path of test_dev.npz, or None (with a message) when it is missing."""
+def prepare(args: argparse.Namespace, classifiers: list[str]) -> tuple[Path, list[DefenceSpec]] | None:
+    """Set the thread count and check the run: the path of test_dev.npz and the defences' rows, or None
+    (with the reason on stderr) when the data is missing, a classifier is unknown or the rows clash."""
     if args.threads:
         torch.set_num_threads(args.threads)
     data = args.shared / DATA
     if not data.is_file():
         print(f"the shared data is missing ({data}); pass --shared DIR", file=sys.stderr)
         return None
-    return data
+    try:
+        check_classifiers(classifiers)
+        return data, defence_specs(args)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return None
 
 
 def evaluate_defence(args: argparse.Namespace, data: Path, classifier: str, spec: DefenceSpec,

@@ -27,8 +27,6 @@ from _common import (
     add_defence_arguments,
     add_run_arguments,
     attack_names,
-    check_classifiers,
-    defence_specs,
     evaluate_defence,
     load_defence,
     prepare,
@@ -51,15 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    data = prepare(args)
-    if data is None:
+    prepared = prepare(args, [args.classifier])
+    if prepared is None:
         return 2
-    try:
-        check_classifiers([args.classifier])
-        specs = defence_specs(args)
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 2
+    data, specs = prepared
     attacks = args.attacks if "pgd" in args.attacks else [*args.attacks, "pgd"]  # the PGD column
     cache: dict = {}  # grey-box examples, made once on the bare classifier for every defence
     start = time.perf_counter()

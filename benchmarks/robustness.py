@@ -30,8 +30,6 @@ from _common import (
     add_defence_arguments,
     add_run_arguments,
     attack_names,
-    check_classifiers,
-    defence_specs,
     evaluate_defence,
     load_defence,
     names,
@@ -74,15 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    data = prepare(args)
-    if data is None:
+    prepared = prepare(args, args.classifiers)
+    if prepared is None:
         return 2
-    try:
-        check_classifiers(args.classifiers)
-        specs = defence_specs(args)
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 2
+    data, specs = prepared
     adaptive = tuple(threat for threat in args.threat if threat != "grey-box")
     white_box_limit = min(args.white_box_limit, args.limit or args.white_box_limit)
     results = []

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from ._modes import eval_mode
 from .model import Purifier
 
 __all__ = [
@@ -279,7 +280,7 @@ def run_demo(
     outcomes: dict[str, list[torch.Tensor]] = {}
     examples: dict[str, list[torch.Tensor]] = {"clean": [], "adversarial": [], "purified": []}
     timed = partial(_timed, seconds, device)
-    with _eval_mode(purifier, model):
+    with eval_mode(purifier, model):
         for start in range(0, len(labels), batch_size):
             x, y = images[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
             with timed("attacking"):
@@ -318,19 +319,6 @@ def _timed(seconds: dict[str, float], device: torch.device, stage: str) -> Itera
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds[stage] += time.perf_counter() - start
-
-
-@contextmanager
-def _eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """Run `modules` in eval mode and give every submodule its own mode back afterwards."""
-    flags = [(m, m.training) for module in modules for m in module.modules()]
-    for module in modules:
-        module.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
 
 
 def _in_255(value: float) -> str:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from impure._modes import eval_mode
 from impure.device import select_device
 from impure.evaluation.metrics import correct, l2_norm, linf_norm, psnr
 from impure.evaluation.report import AttackResult, EvaluationResult
@@ -110,7 +111,7 @@ def evaluate(
 
     modules = [m for m in (model, defence) if m is not None]
     with (
-        _eval_mode(modules),
+        eval_mode(*modules),
         _forked_rng(dev),
         tqdm(
             total=len(batches) * (1 + len(runs) * len(names)),
@@ -320,19 +321,6 @@ def _derive(seed: int, *keys: Any) -> int:
     """A seed for one stage of the run, independent of which other stages run."""
     digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-@contextlib.contextmanager
-def _eval_mode(modules: list[nn.Module]) -> Iterator[None]:
-    """Put every module's submodules in eval mode, restoring each one's own flag afterwards."""
-    flags = [(m, m.training) for module in modules for m in module.modules()]
-    for module in modules:
-        module.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
 
 
 @contextlib.contextmanager
