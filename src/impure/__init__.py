@@ -3,7 +3,7 @@ image classifier."""
 
 from .classifier import PurifiedClassifier
 from .config import PurifierConfig, list_presets
-from .device import select_device, select_dtype
+from .device import select_device, select_dtype, tune_cpu_allocator
 from .model import Purifier
 
 __version__ = "0.1.0"
@@ -15,5 +15,6 @@ __all__ = [
     "list_presets",
     "select_device",
     "select_dtype",
+    "tune_cpu_allocator",
     "__version__",
 ]

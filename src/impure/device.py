@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
+
 import torch
 
-__all__ = ["select_device", "select_dtype"]
+__all__ = ["select_device", "select_dtype", "tune_cpu_allocator"]
 
 _DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
@@ -62,3 +66,33 @@ def select_dtype(precision: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise ValueError("this GPU does not support bfloat16; use 'fp16'")
     return dtype
+
+
+# glibc mallopt() parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_allocator_tuned = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed CPU memory in the process heap instead of returning it to the operating system.
+
+    glibc serves every allocation above 32 MiB with a fresh `mmap`, so each large activation tensor of a
+    forward or backward pass is page-faulted and zeroed anew: on a 2-core CPU that made the purifier's
+    elementwise operations several times slower than their arithmetic (`benchmarks/README.md`). After
+    this call, large blocks come from the heap and are reused; the price is that the process keeps its
+    peak memory until it exits. `impure`'s command line and `Trainer.fit` call it; call it yourself at
+    the start of a long CPU job. Returns whether it took effect (glibc on Linux only); calling it again
+    does nothing.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    _allocator_tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    return _allocator_tuned

@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from impure.device import tune_cpu_allocator
+
+    tune_cpu_allocator()  # a CLI process is one job: keep its large CPU buffers for reuse
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, OSError) as error:
