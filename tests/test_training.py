@@ -17,7 +17,7 @@ from impure import Purifier, PurifierConfig
 from impure.cli import main as cli
 from impure.training import TrainConfig, Trainer, load_config
 from impure.training.batches import BatchPlan, augment
-from impure.training.optim import build_optimizer, warmup_cosine
+from impure.training.optim import build_optimizer, warmup_constant_cooldown, warmup_cosine
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -135,6 +135,19 @@ def test_weight_decay_skips_norms_biases_and_tokens():
     assert rates[4:] == sorted(rates[4:], reverse=True) and scheduler.get_last_lr()[0] == pytest.approx(1e-4)
 
 
+def test_constant_schedule_holds_the_peak_then_cools_down_linearly():
+    optimizer = build_optimizer(Purifier(PurifierConfig.preset("tiny")), 1e-3, 0.05)
+    scheduler = warmup_constant_cooldown(optimizer, warmup_steps=2, total_steps=10, cooldown_steps=4, min_ratio=0.1)
+    rates = []
+    for _ in range(10):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] < rates[1] < rates[2] == rates[5] == pytest.approx(1e-3)
+    assert rates[6:] == sorted(rates[6:], reverse=True) and rates[6] == pytest.approx(1e-3)
+    assert scheduler.get_last_lr()[0] == pytest.approx(1e-4)
+
+
 def test_batch_plan_splits_ranks_and_reshuffles_epochs():
     plans = [BatchPlan(100, 10, world_size=2, rank=r, seed=3) for r in range(2)]
     epoch0 = [i for step in range(5) for plan in plans for i in plan.indices(step)]
@@ -179,6 +192,25 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path, data)
     assert not list((tmp_path / "b").glob(".*"))  # no temporary files left behind
     reloaded = Purifier.from_pretrained(str(tmp_path / "b" / "model"))
     assert reloaded.config == PurifierConfig.preset("tiny")
+
+
+def test_constant_schedule_run_extends_on_resume_exactly_with_ema(tmp_path, data):
+    def config(folder: str, steps: int, cooldown: int = 0) -> TrainConfig:
+        return TrainConfig.from_dict(tiny_config(tmp_path / folder, data["train"], optim={
+            "steps": steps, "schedule": "constant", "cooldown_steps": cooldown, "warmup_steps": 1,
+            "ema_decay": 0.5, "grad_accum": 1}))
+
+    Trainer(config("whole", 7, cooldown=2)).fit()
+    assert Trainer(config("extended", 4)).fit()["finished"]
+    assert Trainer(config("extended", 7, cooldown=2)).fit(resume=True)["finished"]  # more steps, then cool down
+    whole, extended = weights(tmp_path / "whole"), weights(tmp_path / "extended")
+    assert all(torch.equal(whole[k], extended[k]) for k in whole)
+    with pytest.raises(ValueError, match=r"config changed in \['optim.steps'\]"):  # its cool-down has begun
+        Trainer(config("extended", 9, cooldown=2)).fit(resume=True)
+    # The saved model is the EMA of the weights, not the last weights.
+    state = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(state["ema"][k], whole[k]) for k in whole)
+    assert any(not torch.equal(state["model"][k], whole[k]) for k in whole)
 
 
 def test_time_limit_stops_with_a_checkpoint_and_validation_reports(tmp_path, data):

@@ -102,14 +102,23 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warm-up and cosine decay; sizes are per process and micro-step."""
+    """AdamW with linear warm-up, then cosine decay or a constant rate with a cool-down; sizes are per
+    process and micro-step."""
 
     steps: int = 1000  # optimizer steps
     batch_size: int = 64  # images per process per micro-step
     grad_accum: int = 1  # micro-steps per optimizer step
     lr: float = 1.5e-4  # peak learning rate
-    min_lr: float = 0.0  # final learning rate of the cosine
+    min_lr: float = 0.0  # final learning rate of the schedule
     warmup_steps: int = 100
+    # "cosine" decays from the end of the warm-up to `steps`; "constant" holds the peak until the last
+    # `cooldown_steps`, then decays linearly: such a run may be extended (`steps` raised) on resume
+    # as long as its cool-down has not started.
+    schedule: str = "cosine"
+    cooldown_steps: int = 0
+    # Exponential moving average of the weights (timm's ModelEmaV3), 0: off. The EMA weights are the
+    # ones validated and saved as the model; it starts from the initial weights.
+    ema_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.05  # not applied to norms, biases, tokens and other 1-d parameters
     grad_clip: float = 0.0  # max global gradient norm (0: off)
@@ -168,6 +177,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # "auto" (fp32 on CPU, bf16 or fp16 on GPU), "fp32", "bf16", "fp16"
+    compile: bool = False  # torch.compile the purifier (pays on GPUs; slower on a 2-core CPU, see docs)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -193,6 +203,15 @@ class TrainConfig:
         if not 0 <= optim.warmup_steps <= optim.steps:
             raise ValueError(f"optim.warmup_steps must be in [0, steps={optim.steps}], "
                              f"got {optim.warmup_steps}")
+        if optim.schedule not in ("cosine", "constant"):
+            raise ValueError(f"optim.schedule must be 'cosine' or 'constant', got {optim.schedule!r}")
+        if not 0 <= optim.cooldown_steps <= optim.steps - optim.warmup_steps:
+            raise ValueError(f"optim.cooldown_steps must be in [0, steps - warmup_steps = "
+                             f"{optim.steps - optim.warmup_steps}], got {optim.cooldown_steps}")
+        if optim.cooldown_steps and optim.schedule != "constant":
+            raise ValueError("optim.cooldown_steps applies to optim.schedule = 'constant'")
+        if not 0 <= optim.ema_decay < 1:
+            raise ValueError(f"optim.ema_decay must be in [0, 1), got {optim.ema_decay}")
         if optim.lr <= 0 or not 0 <= optim.min_lr <= optim.lr:
             raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={optim.lr}, min_lr={optim.min_lr}")
         if self.loss.pixel_space not in ("normalized", "pixel"):

@@ -1,4 +1,5 @@
-"""AdamW with weight decay on matrices only, and a linear warm-up + cosine learning-rate schedule."""
+"""AdamW with weight decay on matrices only, and the learning-rate schedules: linear warm-up, then a
+cosine decay, or a constant rate with a linear cool-down at the end (extendable)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "warmup_cosine"]
+__all__ = ["build_optimizer", "build_scheduler", "warmup_constant_cooldown", "warmup_cosine"]
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
@@ -48,3 +49,34 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warmup_constant_cooldown(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                             cooldown_steps: int, min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_steps`, the peak rate until the last `cooldown_steps`, then a linear
+    decay to `min_ratio` x peak at `total_steps` (warm-up, stable, decay).
+
+    Before the cool-down the rate does not depend on `total_steps`, so a run can be extended (more
+    steps) on resume as long as its cool-down has not begun: a campaign of unknown length.
+    """
+    cooldown_start = total_steps - cooldown_steps
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if step < cooldown_start:
+            return 1.0
+        progress = min(1.0, (step - cooldown_start) / max(1, cooldown_steps))
+        return 1.0 - (1.0 - min_ratio) * progress
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int, total_steps: int,
+                    cooldown_steps: int = 0, min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule named `schedule`: "cosine" (`warmup_cosine`) or "constant" (`warmup_constant_cooldown`)."""
+    if schedule == "cosine":
+        return warmup_cosine(optimizer, warmup_steps, total_steps, min_ratio)
+    if schedule == "constant":
+        return warmup_constant_cooldown(optimizer, warmup_steps, total_steps, cooldown_steps, min_ratio)
+    raise ValueError(f"unknown schedule {schedule!r}; choose 'cosine' or 'constant'")

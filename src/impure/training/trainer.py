@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from timm.utils import ModelEmaV3
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from tqdm.auto import tqdm
 
 from impure._atomic import atomic_write
 from impure.config import PurifierConfig
 from impure.data import AdversarialShards, fetch_batch, open_dataset
-from impure.device import select_device
+from impure.device import select_device, tune_cpu_allocator
 from impure.losses import PurificationLoss
 from impure.model import Purifier
 from impure.training.batches import BatchPlan, augment
@@ -28,7 +29,7 @@ from impure.training.builders import build_attack, build_loss, load_frozen_class
 from impure.training.checkpoint import atomic_save, config_differences, load_checkpoint
 from impure.training.config import TrainConfig
 from impure.training.distributed import DistributedContext, init_distributed
-from impure.training.optim import build_optimizer, warmup_cosine
+from impure.training.optim import build_optimizer, build_scheduler
 from impure.training.validation import validate
 
 __all__ = ["Trainer"]
@@ -37,12 +38,25 @@ CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
 MODEL_DIR = "model"
 # Settings a resumed run may change: they do not affect the weights.
-_RESUMABLE_CHANGES = ("output_dir", "device", "log.", "data.num_workers", "validation.")
+_RESUMABLE_CHANGES = ("output_dir", "device", "log.", "data.num_workers", "validation.", "compile")
+# Config sections whose keys are fixed fields (not free-form tables such as attack options).
+_SECTIONS = ("model", "data", "optim", "loss", "adversarial", "validation", "log")
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
     """A well-mixed 63-bit seed for (run seed, process, step)."""
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with the settings it lacks taken from `defaults` (keys added to the config later)."""
+    merged = dict(saved)
+    for key, value in defaults.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict) and key in _SECTIONS:
+            merged[key] = _with_defaults(merged[key], value)
+    return merged
 
 
 def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -81,6 +95,7 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self._purifier, self._loss, self._train_data, self._val_data = purifier, loss, train_data, val_data
         self.purifier: Purifier | None = None  # the purifier being trained, once `fit` has built it
+        self.ema: ModelEmaV3 | None = None  # its weights' moving average, with optim.ema_decay
         self.history: list[dict[str, Any]] = []  # every record written to the log by this process
 
     # ---------------------------------------------------------------------------------------------- setup
@@ -147,6 +162,8 @@ class Trainer:
              "model_dir": the saved model folder or None}.
         """
         device = select_device(self.config.device)
+        if device.type == "cpu":
+            tune_cpu_allocator()  # reuse large activation buffers instead of page-faulting them anew
         ctx = init_distributed(device.type)
         if ctx.enabled and device.type == "cuda":
             device = torch.device("cuda", ctx.local_rank)
@@ -170,16 +187,19 @@ class Trainer:
         self._val_classifier = (load_frozen_classifier(config.validation.classifier).to(device)
                                 if config.validation.classifier.network else None)
         optimizer = build_optimizer(purifier, optim.lr, optim.weight_decay, optim.betas)
-        scheduler = warmup_cosine(optimizer, optim.warmup_steps, optim.steps, optim.min_lr / optim.lr)
+        scheduler = build_scheduler(optimizer, optim.schedule, optim.warmup_steps, optim.steps,
+                                    optim.cooldown_steps, optim.min_lr / optim.lr)
         scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+        ema = self.ema = ModelEmaV3(purifier, decay=optim.ema_decay) if optim.ema_decay else None
 
-        step = self._restore(ctx, resume, purifier, optimizer, scheduler, scaler)
+        step = self._restore(ctx, resume, purifier, optimizer, scheduler, scaler, ema)
         purifier.train()
         loss_fn.train()
-        model: nn.Module = purifier
+        model: nn.Module = torch.compile(purifier) if config.compile else purifier
         if ctx.enabled:
             device_ids = [device.index] if device.type == "cuda" else None
-            model = DistributedDataParallel(purifier, device_ids=device_ids)
+            model = DistributedDataParallel(model, device_ids=device_ids)
+        evaluated = purifier if ema is None else ema.module  # the weights validated and saved
         plan = BatchPlan(len(dataset), optim.batch_size, ctx.world_size, ctx.rank, config.seed)
         batches = plan.batches(dataset, step * optim.grad_accum, config.data.num_workers)
         val_sets = self._validation_set(device) if ctx.is_main else {}
@@ -217,6 +237,8 @@ class Trainer:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            if ema is not None:
+                ema.update(purifier, step=step)
             step += 1
             window_steps += 1
             window_images += optim.batch_size * optim.grad_accum * ctx.world_size
@@ -233,19 +255,19 @@ class Trainer:
             validate_now = (config.log.val_every and step % config.log.val_every == 0) or step == optim.steps
             if ctx.is_main and val_sets and validate_now:
                 validation_start = time.perf_counter()
-                record = {"step": step, **self._validate(purifier, val_sets)}
+                record = {"step": step, **self._validate(evaluated, val_sets)}
                 window_start += time.perf_counter() - validation_start  # throughput counts training only
                 bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in record.items()))
                 self._record(log_path, record)
             timed_out = time_limit is not None and ctx.any(time.perf_counter() - started > time_limit, device)
             if (config.log.checkpoint_every and step % config.log.checkpoint_every == 0) or last or timed_out:
-                self._checkpoint(ctx, purifier, optimizer, scheduler, scaler, step)
+                self._checkpoint(ctx, purifier, optimizer, scheduler, scaler, ema, step)
             if timed_out:
                 break
         bar.close()
         finished = step >= optim.steps
-        model_dir = self._save_model(purifier) if finished and ctx.is_main else None
+        model_dir = self._save_model(evaluated) if finished and ctx.is_main else None
         ctx.barrier()
         last_train = next((r for r in reversed(self.history) if "total" in r), None)
         return {"step": step, "finished": finished, "metrics": last_train, "model_dir": model_dir}
@@ -296,7 +318,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------- files
     def _restore(self, ctx: DistributedContext, resume: bool, purifier: Purifier, optimizer, scheduler,
-                 scaler) -> int:
+                 scaler, ema: ModelEmaV3 | None) -> int:
         """Load the checkpoint when resuming; return the step to start from."""
         path = self.output_dir / CHECKPOINT_NAME
         if not path.is_file():
@@ -305,8 +327,13 @@ class Trainer:
             raise ValueError(f"{path} exists: pass resume=True (--resume) to continue that run, or choose "
                              "another output_dir; nothing was overwritten")
         state = load_checkpoint(path)
-        changed = [n for n in config_differences(state["config"], self.config.to_dict())
+        step = int(state["step"])
+        saved = _with_defaults(state["config"], TrainConfig().to_dict())  # settings added since it was written
+        changed = [n for n in config_differences(saved, self.config.to_dict())
                    if not n.startswith(_RESUMABLE_CHANGES)]
+        schedule_length = {"optim.steps", "optim.cooldown_steps"}
+        if schedule_length & set(changed) and self._extendable(saved["optim"], step):
+            changed = [n for n in changed if n not in schedule_length]
         if changed:
             raise ValueError(f"cannot resume {path}: the config changed in {changed}; restore those settings "
                              "or start a new output_dir (use model.init to start from its weights)")
@@ -317,17 +344,29 @@ class Trainer:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        return int(state["step"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
+        return step
+
+    def _extendable(self, saved_optim: dict[str, Any], step: int) -> bool:
+        """Whether new `optim.steps` / `optim.cooldown_steps` leave every learning rate up to `step`
+        unchanged: a constant schedule whose cool-down begins at `step` or later, before and after."""
+        optim = self.config.optim
+        saved_start = saved_optim["steps"] - saved_optim["cooldown_steps"]
+        return optim.schedule == "constant" and step <= min(saved_start, optim.steps - optim.cooldown_steps)
 
     def _checkpoint(self, ctx: DistributedContext, purifier: Purifier, optimizer, scheduler, scaler,
-                    step: int) -> None:
+                    ema: ModelEmaV3 | None, step: int) -> None:
         if ctx.is_main:
-            atomic_save({
+            state = {
                 "step": step, "world_size": ctx.world_size, "config": self.config.to_dict(),
                 "purifier_config": purifier.config.to_dict(), "model": purifier.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
-            }, self.output_dir / CHECKPOINT_NAME)
+            }
+            if ema is not None:
+                state["ema"] = ema.module.state_dict()
+            atomic_save(state, self.output_dir / CHECKPOINT_NAME)
 
     def _save_model(self, purifier: Purifier) -> Path:
         """`save_pretrained` into `output_dir/model`, swapped in whole so that no half model is left."""
