@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import contextvars
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
-__all__ = ["check_images", "check_labels"]
+__all__ = ["check_images", "check_labels", "inputs_validated", "should_check_inputs"]
+
+_inputs_validated = contextvars.ContextVar("impure_inputs_validated", default=False)
+
+
+@contextmanager
+def inputs_validated() -> Iterator[None]:
+    """Within this context models skip their input checks: the caller has validated its images and keeps
+    them valid (an attack loop projects every iterate into [0, 1]), so no check syncs with the device."""
+    token = _inputs_validated.set(True)
+    try:
+        yield
+    finally:
+        _inputs_validated.reset(token)
+
+
+def should_check_inputs() -> bool:
+    """False inside `inputs_validated()` and while torch.compile traces (a check reads values back)."""
+    return not _inputs_validated.get() and not torch.compiler.is_compiling()
 
 # Float rounding after resizing or colour conversion can leave values a hair outside [0, 1].
 _RANGE_SLACK = 1e-4
@@ -35,10 +58,9 @@ def check_images(images: torch.Tensor, name: str = "images") -> None:
         raise ValueError(f"{name} is an empty batch (N = 0)")
     if images.shape[2] == 0 or images.shape[3] == 0:
         raise ValueError(f"{name} has an empty spatial size {tuple(images.shape[2:])}")
-    values = images.detach()
-    if not bool(torch.isfinite(values).all()):
+    low, high = torch.stack(torch.aminmax(images.detach())).tolist()  # one read-back; NaN propagates
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{name} contains NaN or Inf values")
-    low, high = (float(v) for v in torch.aminmax(values))
     if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
         hint = " (it looks like 0-255 values: divide by 255)" if high > 2 else ""
         raise ValueError(f"{name} must have values in [0, 1], got range [{low:.4g}, {high:.4g}]{hint}")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images, check_labels
+from .._checks import check_images, check_labels, inputs_validated
 
 __all__ = ["Attack"]
 
@@ -146,7 +146,7 @@ class Attack:
             self._num_labels = 1 + max(int(labels.max()), int(target_labels.max()))
         else:
             self._num_labels = 1 + int(labels.max())
-        with attack_mode(self.model):
+        with attack_mode(self.model), inputs_validated():  # iterates stay in [0, 1]: no checks per step
             adversarial = self._perturb(images, labels, target_labels, self._make_generator())
         return self.project(adversarial, images).detach()
 
@@ -179,10 +179,13 @@ class Attack:
         return (low + (high - low) * noise).to(like.device)
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model(images)
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != images.shape[0]:
+        return self._checked_logits(self.model(images), images.shape[0])
+
+    def _checked_logits(self, logits: torch.Tensor, batch: int) -> torch.Tensor:
+        """`logits` after checking they are (batch, classes) with a class for every label."""
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"the model must return (N, classes) logits, got {shape} for {images.shape[0]} images")
+            raise ValueError(f"the model must return (N, classes) logits, got {shape} for {batch} images")
         if logits.shape[1] < self._num_labels:
             raise ValueError(
                 f"labels go up to {self._num_labels - 1} but the model has only {logits.shape[1]} classes"
@@ -197,6 +200,18 @@ class Attack:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient of `loss(logits(transform(images)))` (a per-sample vector, summed) w.r.t. images, and
         the logits."""
+        from .eot import EOT
+
+        if isinstance(self.model, EOT):  # the mean of the passes' gradients, in memory-bounded chunks
+            if transform is None:
+                grad, logits = self.model.loss_gradient(images, loss)
+                return grad, self._checked_logits(logits, images.shape[0])
+            inputs = images.detach().requires_grad_(True)
+            with torch.enable_grad():
+                transformed = transform(inputs)
+            grad, logits = self.model.loss_gradient(transformed.detach(), loss)
+            (grad,) = torch.autograd.grad(transformed, inputs, grad)  # back through the transform
+            return grad, self._checked_logits(logits, images.shape[0])
         images = images.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = self._logits(images if transform is None else transform(images))

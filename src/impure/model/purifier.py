@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .._checks import check_images
+from .._checks import check_images, should_check_inputs
 from ..config import PurifierConfig
 from .layers import TransformerBlock, sincos_position_table
 from .masking import lattice_partition, linear_noise_schedule, random_partition, window_rows
@@ -35,6 +35,8 @@ class PatchLayout:
     order: torch.Tensor  # (1|B, L): raster index of the patch at each grouped position
     inverse: torch.Tensor  # (1|B, L): grouped position of each raster patch
     positions: torch.Tensor  # (1|B, L): position-table row of each grouped position
+    # The 2x2 lattice of K = 4: grouping and ungrouping are reshapes, with no index tensors involved.
+    lattice2x2: bool = False
 
 
 def _per_sample(index: torch.Tensor, batch: int) -> torch.Tensor:
@@ -109,6 +111,7 @@ class Purifier(
         # For decoder copy c, the groups that stay visible, in ascending order: (K, K-1).
         others = [[g for g in range(groups) if g != c] for c in range(groups)]
         self.register_buffer("other_groups", torch.tensor(others, dtype=torch.long), persistent=False)
+        self._layouts: dict[tuple, PatchLayout] = {}  # evaluation layouts by (rows, cols, device)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -250,7 +253,8 @@ class Purifier(
         Returns:
             (N, 3, H, W) purified images, in the dtype of `images`.
         """
-        check_images(images)
+        if should_check_inputs():
+            check_images(images)
         if images.device != self.device:
             raise ValueError(
                 f"images are on {images.device} but the purifier is on {self.device}; "
@@ -275,8 +279,7 @@ class Purifier(
             visible = self.decoder_embed_norm(self.decoder_embed(features))
             hidden = self.mask_token.expand_as(visible)
         patches = self.decode(visible, hidden, cls, layout)
-        output = self.unpatchify(_take(patches, layout.inverse), layout)
-        output = self.output_conv(output) * self.std + self.mean
+        output = self.output_conv(self.unpatchify(patches, layout)) * self.std + self.mean
         output = output[..., :height, :width]
         if clamp:
             output = output.clamp(0.0, 1.0)
@@ -300,30 +303,41 @@ class Purifier(
         return F.pad(images, (0, padded_w - width, 0, padded_h - height), mode=self.config.pad_mode)
 
     def layout(self, images: torch.Tensor, generator: torch.Generator | None) -> PatchLayout:
-        """The partition and position window: fixed at evaluation, random per sample in training."""
+        """The partition and position window: fixed at evaluation (built once per size and device, then
+        cached), random per sample in training."""
         config, batch = self.config, images.shape[0]
         rows, cols = images.shape[-2] // config.patch_size, images.shape[-1] // config.patch_size
         grid, device = config.grid_size, images.device
+        if not self.training and config.partition == "lattice":
+            key = (rows, cols, device)
+            if key not in self._layouts:
+                offsets = torch.tensor([[(grid - rows + 1) // 2, (grid - cols + 1) // 2]], device=device)
+                order = lattice_partition(rows, cols, config.num_groups).to(device)[None]
+                self._layouts[key] = self._make_layout(rows, cols, order, offsets, config.num_groups == 4)
+            return self._layouts[key]
         if self.training:
             # A random window of the position table per sample (row and column offsets).
-            spans = torch.tensor([grid - rows + 1, grid - cols + 1], device=device)
-            offsets = (torch.rand(batch, 2, generator=generator, device=device) * spans).long()
+            draws = torch.rand(batch, 2, generator=generator, device=device)
+            offsets = torch.stack([draws[:, 0] * (grid - rows + 1), draws[:, 1] * (grid - cols + 1)], 1).long()
         else:
             offsets = torch.tensor([[(grid - rows + 1) // 2, (grid - cols + 1) // 2]], device=device)
-        if self.training or config.partition == "random":
-            order = random_partition(batch, rows * cols, config.num_groups, generator, device)
-        else:
-            order = lattice_partition(rows, cols, config.num_groups).to(device)[None]
-        inverse = order.argsort(dim=1)
-        positions = torch.gather(window_rows(rows, cols, grid, offsets).expand(order.shape[0], -1), 1, order)
-        return PatchLayout(rows, cols, order, inverse, positions)
+        order = random_partition(batch, rows * cols, config.num_groups, generator, device)
+        return self._make_layout(rows, cols, order, offsets, False)
+
+    def _make_layout(self, rows: int, cols: int, order: torch.Tensor, offsets: torch.Tensor,
+                     lattice2x2: bool) -> PatchLayout:
+        window = window_rows(rows, cols, self.config.grid_size, offsets).expand(order.shape[0], -1)
+        return PatchLayout(rows, cols, order, order.argsort(dim=1), torch.gather(window, 1, order), lattice2x2)
 
     def embed(self, normalized: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
         """normalized: (B, 3, H, W) -> patch tokens with positions, (B, L, D) in grouped order."""
-        tokens = self.patch_embed(normalized).flatten(2).transpose(1, 2)  # (B, L, D) raster order
-        batch = tokens.shape[0]
+        tokens = self.patch_embed(normalized)  # (B, D, rows, cols)
+        batch, width = tokens.shape[:2]
         positions = self.pos_table[_per_sample(layout.positions, batch)]
-        return _take(tokens, _per_sample(layout.order, batch)) + positions
+        if layout.lattice2x2:  # group 2 * (r % 2) + (c % 2), raster order inside each group
+            grid = tokens.view(batch, width, layout.rows // 2, 2, layout.cols // 2, 2)
+            return grid.permute(0, 3, 5, 2, 4, 1).reshape(batch, -1, width) + positions
+        return _take(tokens.flatten(2).transpose(1, 2), _per_sample(layout.order, batch)) + positions
 
     def encode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode every group on its own with multi-level fusion.
@@ -367,10 +381,9 @@ class Purifier(
             if noise.shape != normalized.shape:  # given at the unpadded size: no noise in the padding
                 height, width = noise.shape[-2:]
                 noise = F.pad(noise, (0, normalized.shape[-1] - width, 0, normalized.shape[-2] - height))
-        steps = self._timesteps(self.config.train_image_noise_t, self.config.image_noise_t, (batch,), generator)
-        signal = self.noise_signal[steps].view(-1, 1, 1, 1)
-        scale = self.noise_scale[steps].view(-1, 1, 1, 1)
-        return signal * normalized + scale * noise
+        signal, scale = self._noise_levels(self.config.train_image_noise_t, self.config.image_noise_t, (batch,),
+                                           generator)
+        return signal.reshape(*signal.shape, 1, 1, 1) * normalized + scale.reshape(*scale.shape, 1, 1, 1) * noise
 
     def noise_features(self, masked: torch.Tensor, layout: PatchLayout, noise: torch.Tensor | None,
                        generator: torch.Generator | None) -> torch.Tensor:
@@ -384,10 +397,9 @@ class Purifier(
             noise = torch.randn(masked.shape, generator=generator, device=masked.device, dtype=masked.dtype)
         else:
             noise = _take(self._check_noise(noise, "feature_noise", masked), layout.order)
-        steps = self._timesteps(self.config.train_feature_noise_t, self.config.feature_noise_t,
-                                (batch, groups), generator)
-        signal = self.noise_signal[steps].view(-1, groups, 1, 1)
-        scale = self.noise_scale[steps].view(-1, groups, 1, 1)
+        signal, scale = self._noise_levels(self.config.train_feature_noise_t, self.config.feature_noise_t,
+                                           (batch, groups), generator)
+        signal, scale = signal.reshape(*signal.shape, 1, 1), scale.reshape(*scale.shape, 1, 1)
         shape = (batch, groups, length // groups, width)
         return (signal * masked.view(shape) + scale * noise.view(shape)).view(batch, length, width)
 
@@ -415,19 +427,24 @@ class Purifier(
         return self.decoder_pred(self.decoder_norm(x)).view(batch, length, -1)
 
     def unpatchify(self, patches: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
-        """patches: (B, L, p*p*3), raster order, channel fastest -> images (B, 3, H, W)."""
-        p = self.config.patch_size
-        x = patches.view(-1, layout.rows, layout.cols, p, p, 3)
-        return x.permute(0, 5, 1, 3, 2, 4).reshape(-1, 3, layout.rows * p, layout.cols * p)
+        """patches: (B, L, p*p*3) in grouped order, channel fastest -> images (B, 3, H, W)."""
+        p, rows, cols = self.config.patch_size, layout.rows, layout.cols
+        if layout.lattice2x2:  # ungroup and unpatchify in one permutation
+            x = patches.view(-1, 2, 2, rows // 2, cols // 2, p, p, 3)
+            return x.permute(0, 7, 3, 1, 5, 4, 2, 6).reshape(-1, 3, rows * p, cols * p)
+        x = _take(patches, layout.inverse).view(-1, rows, cols, p, p, 3)
+        return x.permute(0, 5, 1, 3, 2, 4).reshape(-1, 3, rows * p, cols * p)
 
     # ------------------------------------------------------------------------------------------------
-    def _timesteps(self, train_range: tuple[int, int], eval_step: int, shape: tuple[int, ...],
-                   generator: torch.Generator | None) -> torch.Tensor:
-        """Per-sample random timesteps in training, the fixed evaluation timestep otherwise."""
+    def _noise_levels(self, train_range: tuple[int, int], eval_step: int, shape: tuple[int, ...],
+                      generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) at per-sample random timesteps t in training (of
+        `shape`), at the fixed evaluation timestep otherwise (one value for all)."""
         if self.training:
             low, high = train_range
-            return torch.randint(low, high + 1, shape, generator=generator, device=self.device)
-        return torch.full(shape, eval_step, device=self.device)
+            steps = torch.randint(low, high + 1, shape, generator=generator, device=self.device)
+            return self.noise_signal[steps], self.noise_scale[steps]
+        return self.noise_signal[eval_step], self.noise_scale[eval_step]
 
     @staticmethod
     def _check_noise(noise: torch.Tensor, name: str, like: torch.Tensor) -> torch.Tensor:
@@ -440,6 +457,6 @@ class Purifier(
                        and noise.shape[2] <= expected[2] and noise.shape[3] <= expected[3])
         if noise.shape != expected and not fits_inside:
             raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(noise.shape)}")
-        if not bool(torch.isfinite(noise).all()):
+        if should_check_inputs() and not bool(torch.isfinite(noise).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
         return noise.to(device=like.device, dtype=like.dtype)
