@@ -1,139 +1,149 @@
-"""Purification speed and peak memory of the purifier presets, and the speed-up over a pass structured
-like the reference implementation (../shared/reference/SPEC.md), measured side by side.
+"""Purification and training speed against the reference implementation, side by side in one process,
+and the throughput and peak memory of the presets.
 
-    python benchmarks/purifier_speed.py [--threads 2] [--device auto] [--repeats 3]
+    IMPURE_REFERENCE=/path/to/IMPure python benchmarks/purifier_speed.py [--threads 2] [--rounds 5]
+
+IMPURE_REFERENCE points at a checkout of the paper's code (github.com/NoWindButRain/IMPure). It has no
+licence, so nothing of it is copied here: the script imports its model file from the user's checkout and
+builds it with the bundled purifier's architecture (patch 2, width 128, 4 + 2 blocks). Without it the
+comparison is skipped with a message. The machine is shared and noisy, so every measurement is repeated
+in interleaved rounds and the script prints ratios of medians; absolute times are only a guide.
+
+- inference: one batch of 64 CIFAR-10-sized images (noise mode, eval), ours in float32 and with bfloat16
+  weights, the reference in float32 (as its evaluation script runs it on a CPU);
+- training, batch 32: the reference's forward (its own pixel loss) + backward + AdamW step, against
+  `impure train` at its CPU defaults in the pre-training stage, everything in its loop (data, augmentation,
+  loss, clipping, logging), as images per second.
+
+`--presets` adds the throughput table of the presets (each in its own process, for its peak memory).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import types
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from impure import Purifier, PurifierConfig, select_device
-from impure.model.masking import lattice_group_ids, lattice_partition, window_rows
+from impure import Purifier, PurifierConfig, select_device, tune_cpu_allocator
+from impure.model.reference import _PREFIXES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-# The reference implementation on this config and input, 2 CPU threads (issue 2; its code is not ours to run).
-REFERENCE_SECONDS = 3.7
+BUNDLED = "impure/cifar10-s"
 # Batch sizes per preset: the paper's ViT-B/16 is slow on a CPU.
 BATCHES = {"reference-small": (1, 16, 64, 256), "cifar10-s": (1, 16, 64, 256), "paper-vitb16": (1, 8)}
 
 
-def timm_blocks(blocks: torch.nn.ModuleList, heads: int, eps: float) -> torch.nn.ModuleList:
-    """The same weights in timm's ViT blocks (the reference's building block; its key names match ours)."""
-    from timm.models.vision_transformer import Block
+def load_reference_model(checkout: Path, purifier: Purifier) -> torch.nn.Module:
+    """The reference model class from `checkout`, built with `purifier`'s architecture and weights."""
+    model_file = checkout / "recon_model" / "MAE" / "RCMMFFDMAE.py"
+    if not model_file.is_file():
+        raise FileNotFoundError(f"{model_file} not found: IMPURE_REFERENCE must be a checkout of the reference code")
+    sys.path.insert(0, str(checkout))
+    # Bare packages, so that importing the model file skips the package __init__ files (they import the
+    # reference's data pipeline and its webdataset dependency, which the model does not need).
+    for package in ("dataset", "recon_model", "recon_model.MAE"):
+        module = types.ModuleType(package)
+        module.__path__ = [str(checkout / package.replace(".", "/"))]
+        sys.modules.setdefault(package, module)
+    from recon_model.MAE.RCMMFFDMAE import RCMaskedMFFIntersectionDMaskedAutoencoderViT as Reference
 
-    copies = torch.nn.ModuleList()
-    for block in blocks:
-        width = block.norm1.normalized_shape[0]
-        copy = Block(width, heads, mlp_ratio=block.mlp.fc1.out_features / width, qkv_bias=True,
-                     norm_layer=partial(torch.nn.LayerNorm, eps=eps))
-        copy.load_state_dict(block.state_dict())
-        copies.append(copy.eval())
-    return copies
-
-
-@torch.no_grad()
-def reference_structured(purifier: Purifier, images: torch.Tensor, image_noise: torch.Tensor,
-                         feature_noise: torch.Tensor, encoder_blocks: torch.nn.ModuleList,
-                         decoder_blocks: torch.nn.ModuleList) -> torch.Tensor:
-    """The eval forward (noise mode) as SPEC.md lays it out, with timm blocks: two separate encoder passes,
-    the K decoder copies built one by one, every decoder token through every block, then the merge."""
-    cfg, m = purifier.config, purifier
-    batch, groups, p = images.shape[0], cfg.num_groups, cfg.patch_size
-    rows = images.shape[-1] // p
-    length, per_group = rows * rows, rows * rows // groups
-    offset = (cfg.grid_size - rows + 1) // 2
-    table_rows = window_rows(rows, rows, cfg.grid_size, torch.tensor([[offset, offset]]))[0]
-    shuffle = lattice_partition(rows, rows, groups)
-    restore = shuffle.argsort()
-    group_of = lattice_group_ids(rows, rows, groups)
-    normalized = (images - m.mean) / m.std
-
-    def encode(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = m.patch_embed(image).flatten(2).transpose(1, 2) + m.pos_table[table_rows]
-        x = tokens[:, shuffle].reshape(batch * groups, per_group, -1)
-        x = torch.cat([m.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        taps = []
-        for index, block in enumerate(encoder_blocks):
-            x = block(x)
-            if index in cfg.fusion_taps:
-                taps.append(m.fusion_proj[cfg.fusion_taps.index(index)](x))
-        taps.append(x)
-        weights = m.fusion_logits.softmax(0).view(-1, 1, 1, 1)
-        x = m.encoder_norm((torch.stack(taps) * weights).sum(0))
-        return x[:, 0].reshape(batch, groups, -1), x[:, 1:].reshape(batch, length, -1)[:, restore]
-
-    cls, clean = encode(normalized)
-    signal, scale = m.noise_signal, m.noise_scale
-    noisy_image = signal[cfg.image_noise_t] * normalized + scale[cfg.image_noise_t] * image_noise
-    _, noisy = encode(noisy_image)
-    visible = m.decoder_embed_norm(m.decoder_embed(clean))
-    masked = m.decoder_embed_norm(m.decoder_embed(noisy))
-    hidden = signal[cfg.feature_noise_t] * masked + scale[cfg.feature_noise_t] * feature_noise
-    copies = []
-    for c in range(groups):
-        head = m.decoder_cls_embed(torch.cat([cls[:, g] for g in range(groups) if g != c], dim=1))
-        tokens = torch.where((group_of == c)[None, :, None], hidden, visible) + m.decoder_pos_table[table_rows]
-        copies.append(torch.cat([head[:, None], tokens], dim=1))
-    x = torch.cat(copies)
-    for block in decoder_blocks:
-        x = block(x)
-    x = m.decoder_norm(x[:, 1:]).view(groups, batch, length, -1)
-    merged = x[group_of, :, torch.arange(length)].transpose(0, 1)  # (B, L, Dd)
-    patches = m.decoder_pred(merged).view(batch, rows, rows, p, p, 3)
-    image = patches.permute(0, 5, 1, 3, 2, 4).reshape(batch, 3, rows * p, rows * p)
-    return m.output_conv(image) * m.std + m.mean
+    c = purifier.config
+    reference = Reference(
+        img_size=c.image_size, patch_size=c.patch_size, embed_dim=c.encoder_width, depth=c.encoder_depth,
+        num_heads=c.encoder_heads, decoder_embed_dim=c.decoder_width, decoder_depth=c.decoder_depth,
+        decoder_num_heads=c.decoder_heads, mlp_ratio=c.mlp_ratio, norm_layer=partial(torch.nn.LayerNorm, eps=c.norm_eps),
+        pre_norm=True, chunks=c.num_groups, out_indices=list(c.fusion_taps), use_conv=c.output_conv,
+        img_mask=c.mask_mode, feature_mask=c.mask_mode,
+    )
+    ours_to_theirs = {new: old for old, new in _PREFIXES}
+    state = {}
+    for key, tensor in purifier.state_dict().items():
+        if key == "fusion_logits":
+            state["proj_weights"] = tensor.view(-1, 1, 1, 1)
+            continue
+        prefix = next((p for p in ours_to_theirs if key.startswith(p)), None)
+        state[key if prefix is None else ours_to_theirs[prefix] + key[len(prefix):]] = tensor
+    missing, unexpected = reference.load_state_dict(state, strict=False)
+    derived = {"pos_embed", "decoder_pos_embed", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "mask_token"}
+    if unexpected or set(missing) - derived:
+        raise RuntimeError(f"weights do not map onto the reference: missing {missing}, unexpected {unexpected}")
+    return reference
 
 
-def _time(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def compare_with_reference_structure(threads: int, repeats: int) -> None:
-    """Time both passes on the fixture's config and a batch of 64 at 32 px (noise mode); check outputs."""
-    checkpoint = SHARED / "reference" / "ref_small.safetensors"
-    if not checkpoint.is_file():
-        print(f"skipping the side-by-side comparison: {checkpoint} not found")
-        return
+def _reference_step(reference: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor) -> None:
+    loss, _, _ = reference(images)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _train_config(folder: Path, steps: int, window: int) -> dict:
+    """`impure train` pre-training of the bundled architecture, at its defaults, on the shared CIFAR-10."""
+    overrides = {k: v for k, v in Purifier.from_pretrained(BUNDLED).config.to_dict().items()
+                 if k not in ("image_noise_t", "feature_noise_t")}
+    return {"stage": "pretrain", "output_dir": str(folder), "device": "cpu",
+            "model": {"preset": "cifar10-s", "overrides": overrides},
+            "data": {"train": str(SHARED / "data" / "cifar10" / "train_jpeg.npz"), "crop_padding": 2},
+            "optim": {"steps": steps, "batch_size": 32, "warmup_steps": 1, "lr": 1e-3},
+            "log": {"every": window, "checkpoint_every": 0, "progress": False}}
+
+
+def compare_with_reference(checkout: Path, threads: int, rounds: int) -> None:
+    from impure.training import TrainConfig, Trainer
+
     torch.set_num_threads(threads)
-    purifier = Purifier.from_reference(checkpoint)
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(64, 3, 32, 32, generator=generator)
-    image_noise = torch.randn(64, 3, 32, 32, generator=generator)
-    feature_noise = torch.randn(64, 64, purifier.config.decoder_width, generator=generator)
-    config = purifier.config
-    blocks = (timm_blocks(purifier.encoder_blocks, config.encoder_heads, config.norm_eps),
-              timm_blocks(purifier.decoder_blocks, config.decoder_heads, config.norm_eps))
+    purifier = Purifier.from_pretrained(BUNDLED)
+    half = Purifier.from_pretrained(BUNDLED, dtype=torch.bfloat16)
+    reference = load_reference_model(checkout, purifier).eval()
+    images = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    times: dict[str, list[float]] = {"reference": [], "ours fp32": [], "ours bf16": []}
     with torch.no_grad():
-        ours = purifier(images, image_noise=image_noise, feature_noise=feature_noise, clamp=False)
-        theirs = reference_structured(purifier, images, image_noise, feature_noise, *blocks)
-        t_ours = _time(lambda: purifier(images, image_noise=image_noise, feature_noise=feature_noise), repeats,
-                       torch.device("cpu"))
-        t_ref = _time(lambda: reference_structured(purifier, images, image_noise, feature_noise, *blocks), repeats,
-                      torch.device("cpu"))
-    print(f"\nFixture config, batch 64 at 32 px, noise mode, {threads} CPU threads (best of {repeats}); the "
-          f"reference implementation itself was measured at about {REFERENCE_SECONDS} s on 2 threads:")
-    print(f"  reference-structured pass {t_ref:.3f} s | ours {t_ours:.3f} s | speed-up {t_ref / t_ours:.2f}x | "
-          f"max |difference| {float((ours - theirs).abs().max()):.1e}")
+        runs = {"reference": lambda: reference(images), "ours fp32": lambda: purifier(images),
+                "ours bf16": lambda: half(images)}
+        for run in runs.values():
+            run()  # warm-up
+        for _ in range(rounds):
+            for name, run in runs.items():
+                times[name].append(_seconds(run))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"\nInference, batch 64 at 32 px, noise mode, {threads} threads, median of {rounds} interleaved rounds:")
+    for name in ("ours fp32", "ours bf16"):
+        print(f"  {name}: {median['reference'] / median[name]:.2f}x the reference "
+              f"({median[name]:.3f} s vs {median['reference']:.3f} s)")
+
+    reference.train()
+    optimizer = torch.optim.AdamW([p for p in reference.parameters() if p.requires_grad], lr=1e-3)
+    batch = images[:32]
+    _reference_step(reference, optimizer, batch)
+    window, rates = 4, {"reference": [], "ours": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for index in range(rounds):
+            rates["reference"].append(window * 32 / _seconds(
+                lambda: [_reference_step(reference, optimizer, batch) for _ in range(window)]))
+            trainer = Trainer(TrainConfig.from_dict(_train_config(Path(folder) / str(index), 2 * window, window)))
+            trainer.fit()
+            rates["ours"].append(trainer.history[-1]["images_per_s"])  # the second window: warmed up
+    ours, theirs = statistics.median(rates["ours"]), statistics.median(rates["reference"])
+    print(f"Training, batch 32, {threads} threads, median of {rounds} interleaved rounds: impure train "
+          f"(pre-training) {ours / theirs:.2f}x the reference's forward + backward + AdamW "
+          f"({ours:.1f} vs {theirs:.1f} images/s)")
 
 
 def measure_one(preset: str, batch: int, device_name: str, threads: int, repeats: int) -> dict:
@@ -146,7 +156,11 @@ def measure_one(preset: str, batch: int, device_name: str, threads: int, repeats
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
-        seconds = _time(lambda: purifier(images), repeats, device)
+        purifier(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = min(_seconds(lambda: (purifier(images), device.type == "cuda" and torch.cuda.synchronize()))
+                      for _ in range(repeats))
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -155,22 +169,12 @@ def measure_one(preset: str, batch: int, device_name: str, threads: int, repeats
                 images_per_s=batch / seconds, peak_mib=peak)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--presets", nargs="+", default=list(BATCHES))
-    parser.add_argument("--one", nargs=2, metavar=("PRESET", "BATCH"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure_one(args.one[0], int(args.one[1]), args.device, args.threads, args.repeats)))
-        return
+def preset_table(presets: list[str], device: str, threads: int, repeats: int) -> None:
     rows = []
-    for preset in args.presets:
+    for preset in presets:
         for batch in BATCHES[preset]:
-            command = [sys.executable, __file__, "--one", preset, str(batch), "--device", args.device,
-                       "--threads", str(args.threads), "--repeats", str(args.repeats)]
+            command = [sys.executable, __file__, "--one", preset, str(batch), "--device", device,
+                       "--threads", str(threads), "--repeats", str(repeats)]
             result = subprocess.run(command, capture_output=True, text=True, check=True)
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     memory = "peak GPU MiB" if rows and rows[0]["device"] == "cuda" else "peak RSS MiB"
@@ -179,7 +183,33 @@ def main() -> None:
     for r in rows:
         print(f"| {r['preset']} | {r['batch']} | {r['device']} | {r['seconds']:.3f} | {r['images_per_s']:.1f} | "
               f"{r['peak_mib']:.0f} |")
-    compare_with_reference_structure(args.threads, args.repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="device of the preset table")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the comparison")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per row of the preset table")
+    parser.add_argument("--presets", nargs="*", default=[], choices=list(BATCHES),
+                        help="also print the throughput table of these presets")
+    parser.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
+                        help="tuned: `tune_cpu_allocator()` for both sides, as `impure` runs; default: glibc's")
+    parser.add_argument("--one", nargs=2, metavar=("PRESET", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.allocator == "tuned":
+        tune_cpu_allocator()  # as `impure` itself runs; the reference, in this process, gains from it too
+    if args.one:
+        print(json.dumps(measure_one(args.one[0], int(args.one[1]), args.device, args.threads, args.repeats)))
+        return
+    if args.presets:
+        preset_table(args.presets, args.device, args.threads, args.repeats)
+    checkout = os.environ.get("IMPURE_REFERENCE")
+    if not checkout:
+        print("skipping the comparison with the reference: set IMPURE_REFERENCE to a checkout of "
+              "https://github.com/NoWindButRain/IMPure")
+        return
+    compare_with_reference(Path(checkout), args.threads, args.rounds)
 
 
 if __name__ == "__main__":

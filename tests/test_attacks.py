@@ -284,6 +284,39 @@ def test_eot_gradients_average_out_the_randomness(resnet20, cifar):
     assert spread(EOT(noisy, samples=32)) < spread(noisy) / 2
 
 
+class RecordingNoisyClassifier(NoisyClassifier):
+    """A `NoisyClassifier` that remembers the batch size of every call."""
+
+    def __init__(self, classifier: nn.Module, sigma: float) -> None:
+        super().__init__(classifier, sigma)
+        self.batches: list[int] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.batches.append(images.shape[0])
+        return super().forward(images)
+
+
+def test_eot_averages_the_draws_gradients_in_bounded_chunks(tiny_model):
+    images, labels = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    noisy = RecordingNoisyClassifier(tiny_model, sigma=0.05)
+    loss = lambda logits: nn.functional.cross_entropy(logits, labels, reduction="none")  # noqa: E731
+    torch.manual_seed(0)
+    grad, logits = EOT(noisy, samples=7, batch_size=6).loss_gradient(images, loss)
+    assert noisy.batches == [6, 6, 6, 3]  # 2 draws of 3 images per pass, then the 7th draw alone
+    torch.manual_seed(0)  # the same draws one at a time: the mean of their gradients and logits
+    expected_grad, expected_logits = torch.zeros_like(images), 0
+    for draws in (2, 2, 2, 1):
+        x = images.clone().requires_grad_(True)
+        out = noisy(x.repeat(draws, 1, 1, 1)).view(draws, 3, -1)
+        expected_grad += torch.autograd.grad(sum(loss(o).sum() for o in out), x)[0]
+        expected_logits = expected_logits + out.detach().sum(0)
+    assert torch.allclose(grad, expected_grad / 7, atol=1e-6)
+    assert torch.allclose(logits, expected_logits / 7, atol=1e-5)
+    noisy.batches.clear()
+    PGD(EOT(noisy, samples=8, batch_size=4), steps=2, seed=0)(images, labels)
+    assert max(noisy.batches) <= 4  # more images than the bound: one draw per pass
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_attack_accepts_eot(name, tiny_model):
     model = EOT(NoisyClassifier(tiny_model, sigma=0.05), samples=2)

@@ -1,7 +1,9 @@
-"""EOT, Expectation over Transformation (Athalye et al. 2018): a wrapper whose logits, and so whose
-gradients, average a stochastic model over several passes."""
+"""EOT, Expectation over Transformation (Athalye et al. 2018): a wrapper that averages a stochastic model
+over several passes, and whose attack gradient is the mean of the passes' loss gradients."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -12,28 +14,62 @@ __all__ = ["EOT"]
 
 
 class EOT(nn.Module):
-    """`EOT(model, samples=n)(x)` is the mean of n stochastic passes' logits, in one batched pass.
+    """`EOT(model, samples=n)`: the expectation of a stochastic model over n passes.
 
-    Every attack accepts it in place of the model, so its gradient is the average of the n passes'
-    gradients: the adaptive attack on a randomised defence such as a noise-mode purifier. The batch is
-    repeated n times, so memory grows n-fold; lower `samples` or the batch size if it does not fit.
+    Every attack accepts it in place of the model. A gradient-based attack (FGSM, PGD, MI-FGSM, DI-FGSM,
+    APGD) then ascends the mean over the n passes of its loss, so its gradient is the mean of the passes'
+    gradients: the adaptive attack on a randomised defence such as a noise-mode purifier. The passes run
+    in chunks of at most `batch_size` images x passes, each chunk's backward before the next forward, so
+    peak memory stays flat as `samples` grows. `EOT(...)(x)` itself returns the mean logits (used by C&W
+    and DeepFool, whose gradients flow through that mean).
 
     Args:
         model: the stochastic classifier (e.g. a `PurifiedClassifier`) returning (N, classes) logits.
         samples: the number of passes averaged (default 8).
+        batch_size: the most images x passes in one forward pass (default 256); a batch larger than it
+            runs one pass at a time.
     """
 
-    def __init__(self, model: nn.Module, samples: int = 8) -> None:
+    def __init__(self, model: nn.Module, samples: int = 8, batch_size: int = 256) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.samples = check_count("samples", samples)
+        self.batch_size = check_count("batch_size", batch_size)
 
     def extra_repr(self) -> str:
-        return f"samples={self.samples}"
+        return f"samples={self.samples}, batch_size={self.batch_size}"
+
+    def _chunks(self, batch: int) -> list[int]:
+        """Passes per forward call: as many as fit in `batch_size` images x passes, at least one."""
+        per_call = max(1, self.batch_size // batch)
+        return [min(per_call, self.samples - start) for start in range(0, self.samples, per_call)]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (N, 3, H, W) -> logits averaged over `samples` passes (N, classes)."""
-        logits = self.model(images.repeat(self.samples, 1, 1, 1))
-        return logits.view(self.samples, images.shape[0], -1).mean(dim=0)
+        total = 0
+        for passes in self._chunks(images.shape[0]):
+            logits = self.model(images.repeat(passes, 1, 1, 1))
+            total = total + logits.view(passes, images.shape[0], -1).sum(dim=0)
+        return total / self.samples
+
+    def loss_gradient(self, images: torch.Tensor,
+                      loss: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean over the passes of d loss(logits).sum() / d images, and the mean logits.
+
+        Args:
+            images: (N, 3, H, W) inputs.
+            loss: (N, classes) logits -> per-sample losses (N,).
+        """
+        grad = torch.zeros_like(images)
+        mean_logits = 0
+        for passes in self._chunks(images.shape[0]):
+            inputs = images.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = self.model(inputs.repeat(passes, 1, 1, 1)).view(passes, images.shape[0], -1)
+                value = sum(loss(draw).sum() for draw in logits.unbind(0))
+                (chunk_grad,) = torch.autograd.grad(value, inputs)
+            grad += chunk_grad
+            mean_logits = mean_logits + logits.detach().sum(dim=0)
+        return grad / self.samples, mean_logits / self.samples

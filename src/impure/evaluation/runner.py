@@ -73,7 +73,8 @@ def evaluate(
         eps: ℓ∞ budget on the [0, 1] scale.
         steps: iterations of every iterative attack (default: each attack's own, 10; DeepFool 50).
         attack_options: extra keyword arguments per attack name, e.g. {"pgd": {"alpha": 1/255}}.
-        batch_size: images per batch.
+        batch_size: images per batch; for EOT, the most images x passes in one forward pass, so that
+            memory does not grow with `eot_samples`.
         device: "auto", "cuda", "mps", "cpu" or a torch.device; the models are moved there.
         eot_samples: gradient samples per white-box attack step for a stochastic defence (default 8);
             a deterministic defence always uses 1.
@@ -129,7 +130,7 @@ def evaluate(
         eot = (eot_samples or DEFAULT_EOT_SAMPLES) if stochastic else 1
         results, robust, examples = [], {}, {}
         for threat_name in runs:
-            attack_model = _attack_model(threat_name, model, defence, eot)
+            attack_model = _attack_model(threat_name, model, defence, eot, batch_size)
             for name in names:
                 attack = build_attack(name, attack_model, eps, steps, **options.get(name, {}))
                 on_bare = attack_model is model
@@ -269,8 +270,9 @@ class _Run:
         return entry, robust_all, kept
 
 
-def _attack_model(threat: str, model: nn.Module, defence: nn.Module | None, eot: int) -> nn.Module:
-    """The model an attack under `threat` differentiates."""
+def _attack_model(threat: str, model: nn.Module, defence: nn.Module | None, eot: int,
+                  batch_size: int) -> nn.Module:
+    """The model an attack under `threat` differentiates; EOT passes run `batch_size` images at a time."""
     if threat == "grey-box" or defence is None:
         return model
     from impure.attacks import EOT
@@ -279,7 +281,7 @@ def _attack_model(threat: str, model: nn.Module, defence: nn.Module | None, eot:
     # New modules start in training mode; an attack that restores its model's mode would then put the
     # classifier's BatchNorm layers into training mode.
     target = PurifiedClassifier(defence, model, gradient="full" if threat == "white-box" else "bpda").eval()
-    return EOT(target, samples=eot).eval() if eot > 1 else target
+    return EOT(target, samples=eot, batch_size=batch_size).eval() if eot > 1 else target
 
 
 @torch.no_grad()
