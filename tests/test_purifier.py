@@ -189,3 +189,15 @@ def test_config_errors_name_the_field(changes, match):
 def test_unknown_preset_lists_the_available_ones():
     with pytest.raises(ValueError, match="cifar10-s"):
         PurifierConfig.preset("vit-huge")
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager_in_token_mode():
+    torch.manual_seed(0)
+    purifier = Purifier(PurifierConfig.preset("tiny", mask_mode="token")).eval()
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    compiled = torch.compile(purifier)
+    with torch.no_grad():
+        expected = purifier(images)
+        assert torch.allclose(compiled(images), expected, atol=1e-5)
+        assert torch.allclose(compiled(images.flip(-1)), purifier(images.flip(-1)), atol=1e-5)  # a new input, same shape

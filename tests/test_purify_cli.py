@@ -84,3 +84,19 @@ def test_strength_scales_the_noise_timesteps():
     assert (purifier.config.image_noise_t, purifier.config.feature_noise_t) == (400, 600)
     with pytest.raises(ValueError, match="noise-mode"):
         Purifier(PurifierConfig.preset("tiny", mask_mode="token")).set_strength(0.5)
+
+
+def test_purify_dtype_option_bf16_stays_close_to_fp32_and_fp16_is_refused_on_the_cpu(tmp_path, image_folder,
+                                                                                       capsys):
+    outputs = {}
+    for dtype in ("fp32", "bf16"):
+        out = tmp_path / dtype
+        assert main(["purify", str(image_folder / "img0.png"), "-o", str(out), "--purifier", "impure/cifar10-s",
+                     "--device", "cpu", "--dtype", dtype]) == 0
+        with Image.open(out / "img0.png") as image:
+            outputs[dtype] = np.asarray(image, dtype=float)
+    mse = np.mean((outputs["fp32"] - outputs["bf16"]) ** 2)
+    assert 0 < mse and 10 * np.log10(255**2 / mse) > 30  # bf16 rounds, but the picture is the same
+    assert main(["purify", str(image_folder / "img0.png"), "-o", str(tmp_path / "fp16"), "--device", "cpu",
+                 "--dtype", "fp16"]) == 1
+    assert "fp16 inference is not supported on the CPU" in capsys.readouterr().err

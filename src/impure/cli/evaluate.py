@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--image-size", type=int, help="resize image-folder images to this side")
     add("--data-root", type=Path, help="where torchvision datasets are stored")
     add("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
+    add("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"),
+        help="precision of a purifier given by name: fp32 (default, exact gradients for white-box attacks), "
+             "or auto / bf16 / fp16 for faster grey-box runs on a GPU")
     add("--seed", type=int, default=0, help="random seed, for a repeatable run (default 0)")
     add("--out", type=Path, help="folder for result.json and result.md (and the plots)")
     add("--grid", action="store_true", help="also write grid.png: clean, adversarial, purified, residual")
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         args.classifier, args.data, args.purifier, attacks=args.attacks, threat=args.threat, eps=args.eps,
         steps=args.steps, batch_size=args.batch_size, device=args.device, eot_samples=args.eot_samples,
         seed=args.seed, limit=args.limit, image_size=args.image_size, data_root=args.data_root,
-        classifier_weights=args.classifier_weights, keep_examples=8 if args.grid else 0,
+        classifier_weights=args.classifier_weights, keep_examples=8 if args.grid else 0, dtype=args.dtype,
         progress=not args.no_progress,
     )  # fmt: skip
     print(result.to_markdown())

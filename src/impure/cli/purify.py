@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="purification strength: scales the noise timesteps of a noise-mode purifier "
                              "(1 = the purifier's own setting, lower keeps more detail, higher removes more)")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="precision of the purifier: auto is bf16 (or fp16) on a GPU and fp32 on the CPU "
+                             "(default auto)")
     parser.add_argument("--batch-size", type=int, default=64, help="images (or tiles) per batch")
     parser.add_argument("--seed", type=int, default=0, help="seed of the purifier's noise")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
 
-    from ..device import select_device
+    from ..device import select_device, select_dtype
     from ..model import Purifier
     from ..tiling import purify_tiled
 
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.force:
         raise ValueError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --force to overwrite")
     device = select_device(args.device)
-    purifier = Purifier.from_pretrained(args.purifier, device=device)
+    purifier = Purifier.from_pretrained(args.purifier, device=device, dtype=select_dtype(args.dtype, device))
     purifier.set_strength(args.strength)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     failed = []

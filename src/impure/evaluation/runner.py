@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from impure._modes import eval_mode
-from impure.device import select_device
+from impure.device import select_device, select_dtype
 from impure.evaluation.metrics import correct, l2_norm, linf_norm, psnr
 from impure.evaluation.report import AttackResult, EvaluationResult
 from impure.evaluation.sources import load_data, resolve_classifier, resolve_purifier
@@ -50,6 +50,7 @@ def evaluate(
     keep_examples: int = 0,
     adversarial_cache: dict | None = None,
     progress: bool = True,
+    dtype: str = "fp32",
 ) -> EvaluationResult:
     """Measure clean and robust accuracy of `classifier` behind `purifier` under ℓ∞ attacks.
 
@@ -89,6 +90,8 @@ def evaluate(
             and no defence); pass the same dict to several calls with the same classifier and data, e.g.
             to compare defences, and each such attack runs once.
         progress: show a progress bar.
+        dtype: precision of a purifier given by name, as `impure.select_dtype` reads it ("fp32", "bf16",
+            "fp16", "auto"); its output is cast back to float32 for the classifier.
     """
     threats = _parse_threats(threat)
     names = check_attack_names(attacks)
@@ -99,7 +102,7 @@ def evaluate(
         raise ValueError(f"attack_options names attacks that are not evaluated: {sorted(unknown)}")
     dev = select_device(device)
     model, classifier_name = resolve_classifier(classifier, classifier_weights)
-    defence, defence_name = resolve_purifier(purifier)
+    defence, defence_name = resolve_purifier(purifier, dtype=select_dtype(dtype, dev))
     images, labels, data_name = load_data(data, limit=limit, image_size=image_size, data_root=data_root)
     base_seed = seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()))
     settings = {name: attack_settings(name, eps, steps, **options.get(name, {})) for name in names}

@@ -270,12 +270,13 @@ def _timm_model(name: str, weights: str | os.PathLike | None) -> nn.Module:
 
 # --------------------------------------------------------------------------------------------------
 # defences
-def resolve_purifier(purifier: Any) -> tuple[nn.Module | None, str]:
+def resolve_purifier(purifier: Any, dtype: torch.dtype | None = None) -> tuple[nn.Module | None, str]:
     """Turn a defence argument into an `nn.Module` (or None for no defence) and a description.
 
     Args:
         purifier: None or "none"; an `nn.Module`; a baseline name ("jpeg75", "bits4", "median3"); or a
             name or folder for `Purifier.from_pretrained` (e.g. "impure/cifar10-s").
+        dtype: the dtype of a purifier loaded by name (default: as saved).
     """
     if purifier is None or (isinstance(purifier, str) and purifier.lower() in ("none", "")):
         return None, "none"
@@ -290,7 +291,7 @@ def resolve_purifier(purifier: Any) -> tuple[nn.Module | None, str]:
         return load_baseline(spec), spec.lower()
     from impure import Purifier
 
-    return Purifier.from_pretrained(spec).eval(), spec
+    return Purifier.from_pretrained(spec, dtype=dtype).eval(), spec
 
 
 def describe(module: nn.Module) -> str:
