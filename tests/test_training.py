@@ -238,8 +238,9 @@ def test_bf16_autocast_on_the_cpu_and_fp16_refused(tmp_path, data):
         Trainer(TrainConfig.from_dict(values)).fit()
 
 
-def test_two_process_gloo_training_ends_with_identical_weights(tmp_path, data):
-    values = tiny_config(tmp_path / "run", data["train"], optim={"steps": 4, "grad_accum": 1})
+def test_two_process_gloo_training_ends_with_the_one_process_weights(tmp_path, data):
+    optim = {"steps": 4, "grad_accum": 1, "schedule": "constant"}
+    values = tiny_config(tmp_path / "run", data["train"], optim=optim)
     (tmp_path / "config.json").write_text(json.dumps(values))
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
@@ -265,6 +266,19 @@ def test_two_process_gloo_training_ends_with_identical_weights(tmp_path, data):
     assert facts[0].startswith("history 2 model ") and facts[1] == "history 0 model None", facts  # rank 0 writes
     assert [r["step"] for r in records(tmp_path / "run")] == [2, 4]
     assert all(torch.equal(rank0[k], v) for k, v in weights(tmp_path / "run").items())
+    # One process with the same global batch (2 x 8) draws the same noise, partitions and augmentation
+    # for every sample, so it ends with the same weights.
+    single = tiny_config(tmp_path / "single", data["train"], optim={**optim, "batch_size": 16})
+    Trainer(TrainConfig.from_dict(single)).fit()
+    alone = weights(tmp_path / "single")
+    assert max(float((alone[k] - rank0[k]).abs().max()) for k in alone) < 1e-5
+    # and resumes a two-process checkpoint with the same global batch (the other way is refused).
+    (tmp_path / "run" / "model").rename(tmp_path / "run" / "model-2proc")
+    resumed = tiny_config(tmp_path / "run", data["train"], optim={**optim, "steps": 5, "batch_size": 16})
+    assert Trainer(TrainConfig.from_dict(resumed)).fit(resume=True)["step"] == 5
+    wrong = tiny_config(tmp_path / "run", data["train"], optim={**optim, "steps": 6})
+    with pytest.raises(ValueError, match="same global batch of 16 images"):
+        Trainer(TrainConfig.from_dict(wrong)).fit(resume=True)
 
 
 # ------------------------------------------------------------------------------------------------ the CLI

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ._random import per_sample
+
 __all__ = ["DEFAULT_FRACTIONS", "mix_patches", "patch_mixing_mask"]
 
 DEFAULT_FRACTIONS = (1 / 2, 1 / 3, 1 / 4)
@@ -44,7 +46,7 @@ def patch_mixing_mask(batch: int, height: int, width: int, patch_size: int, *,
     choice = torch.randint(len(fractions), (1,), generator=generator, device=device)
     count = round(fractions[int(choice)] * patches)
     # Ranking i.i.d. uniforms gives every sample its own uniformly random set of `count` patches.
-    scores = torch.rand(batch, patches, generator=generator, device=device)
+    scores = per_sample(lambda shape: torch.rand(shape, generator=generator, device=device), (batch, patches))
     ranks = scores.argsort(dim=1).argsort(dim=1)
     chosen = (ranks < count).view(batch, 1, rows, cols)
     pixels = chosen.repeat_interleave(patch_size, dim=2).repeat_interleave(patch_size, dim=3)

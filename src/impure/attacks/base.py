@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_images, check_labels, inputs_validated
+from .._random import per_sample
 
 __all__ = ["Attack"]
 
@@ -175,7 +176,8 @@ class Attack:
     @staticmethod
     def _uniform(like: torch.Tensor, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
         """Uniform noise shaped like `like` on its device, drawn from `generator` (CPU or the same device)."""
-        noise = torch.rand(like.shape, generator=generator, device=generator.device, dtype=like.dtype)
+        noise = per_sample(lambda shape: torch.rand(shape, generator=generator, device=generator.device,
+                                                    dtype=like.dtype), like.shape)
         return (low + (high - low) * noise).to(like.device)
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .._random import per_sample
+
 __all__ = ["linear_noise_schedule", "lattice_group_ids", "lattice_partition", "random_partition",
            "window_rows"]
 
@@ -60,7 +62,7 @@ def random_partition(batch: int, num_patches: int, num_groups: int, generator: t
     """A random partition per sample: (batch, L) raster indices, group g at [g * L/K, (g+1) * L/K)."""
     if num_patches % num_groups:
         raise ValueError(f"{num_patches} patches cannot be split into {num_groups} equal groups")
-    scores = torch.rand(batch, num_patches, generator=generator, device=device)
+    scores = per_sample(lambda shape: torch.rand(shape, generator=generator, device=device), (batch, num_patches))
     return scores.argsort(dim=1)
 
 

@@ -15,6 +15,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .._checks import check_images, should_check_inputs
+from .._random import per_sample
 from ..config import PurifierConfig
 from .layers import TransformerBlock, sincos_position_table
 from .masking import lattice_partition, linear_noise_schedule, random_partition, window_rows
@@ -317,7 +318,7 @@ class Purifier(
             return self._layouts[key]
         if self.training:
             # A random window of the position table per sample (row and column offsets).
-            draws = torch.rand(batch, 2, generator=generator, device=device)
+            draws = per_sample(lambda shape: torch.rand(shape, generator=generator, device=device), (batch, 2))
             offsets = torch.stack([draws[:, 0] * (grid - rows + 1), draws[:, 1] * (grid - cols + 1)], 1).long()
         else:
             offsets = torch.tensor([[(grid - rows + 1) // 2, (grid - cols + 1) // 2]], device=device)
@@ -374,8 +375,7 @@ class Purifier(
         """Diffuse the normalised image to the image timestep (one per sample in training)."""
         batch = normalized.shape[0]
         if noise is None:
-            noise = torch.randn(normalized.shape, generator=generator, device=normalized.device,
-                                dtype=normalized.dtype)
+            noise = self._randn(normalized, generator)
         else:
             noise = self._check_noise(noise, "image_noise", normalized)
             if noise.shape != normalized.shape:  # given at the unpadded size: no noise in the padding
@@ -394,7 +394,7 @@ class Purifier(
         batch, length, width = masked.shape
         groups = self.config.num_groups
         if noise is None:
-            noise = torch.randn(masked.shape, generator=generator, device=masked.device, dtype=masked.dtype)
+            noise = self._randn(masked, generator)
         else:
             noise = _take(self._check_noise(noise, "feature_noise", masked), layout.order)
         signal, scale = self._noise_levels(self.config.train_feature_noise_t, self.config.feature_noise_t,
@@ -442,9 +442,16 @@ class Purifier(
         `shape`), at the fixed evaluation timestep otherwise (one value for all)."""
         if self.training:
             low, high = train_range
-            steps = torch.randint(low, high + 1, shape, generator=generator, device=self.device)
+            steps = per_sample(lambda s: torch.randint(low, high + 1, s, generator=generator, device=self.device),
+                               shape)
             return self.noise_signal[steps], self.noise_scale[steps]
         return self.noise_signal[eval_step], self.noise_scale[eval_step]
+
+    @staticmethod
+    def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Standard-normal noise shaped like `like` (samples first), on its device and in its dtype."""
+        return per_sample(lambda shape: torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype),
+                          like.shape)
 
     @staticmethod
     def _check_noise(noise: torch.Tensor, name: str, like: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from impure._random import per_sample
 from impure.data import fetch_batch
 
 __all__ = ["BatchPlan", "augment"]
@@ -90,11 +91,12 @@ def augment(tensors: tuple[torch.Tensor, ...], *, hflip: bool, crop_padding: int
     first = tensors[0]
     batch, _, height, width = first.shape
     if hflip:
-        flip = torch.rand(batch, generator=generator) < 0.5
+        flip = per_sample(lambda shape: torch.rand(shape, generator=generator), (batch,)) < 0.5
         flip = flip.to(first.device).view(batch, 1, 1, 1)
         tensors = tuple(torch.where(flip, t.flip(-1), t) for t in tensors)
     if crop_padding > 0:
-        shift = torch.randint(0, 2 * crop_padding + 1, (2, batch), generator=generator).to(first.device)
+        shift = per_sample(lambda shape: torch.randint(0, 2 * crop_padding + 1, shape, generator=generator),
+                           (2, batch), dim=1).to(first.device)
         rows = (shift[0][:, None] + torch.arange(height, device=first.device))[:, None, :, None]
         cols = (shift[1][:, None] + torch.arange(width, device=first.device))[:, None, None, :]
         samples = torch.arange(batch, device=first.device)[:, None, None, None]

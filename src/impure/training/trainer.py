@@ -24,6 +24,7 @@ from impure.data import AdversarialShards, fetch_batch, open_dataset
 from impure.device import select_device, tune_cpu_allocator
 from impure.losses import PurificationLoss
 from impure.model import Purifier
+from impure._random import batch_slice
 from impure.training.batches import BatchPlan, augment
 from impure.training.builders import build_attack, build_loss, load_frozen_classifier
 from impure.training.checkpoint import atomic_save, config_differences, load_checkpoint
@@ -43,9 +44,9 @@ _RESUMABLE_CHANGES = ("output_dir", "device", "log.", "data.num_workers", "valid
 _SECTIONS = ("model", "data", "optim", "loss", "adversarial", "validation", "log")
 
 
-def _step_seed(seed: int, rank: int, step: int) -> int:
-    """A well-mixed 63-bit seed for (run seed, process, step)."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def _step_seed(seed: int, step: int) -> int:
+    """A well-mixed 63-bit seed for (run seed, step), the same in every process."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +77,10 @@ class Trainer:
     Run with `Trainer(config).fit()`, or under `torchrun --nproc_per_node=N` for data parallelism: each
     process trains on its slice of every batch, gradients are averaged, and only rank 0 writes files.
     The randomness of step s (noise, partitions, patch mixing, augmentation, attack starts) is seeded
-    from (seed, rank, s), so the checkpoint's step restores the RNG state and the data position.
+    from (seed, s) and drawn for the global batch, each process taking its slice: a run gives the same
+    weights on any number of processes with the same global batch (`optim.batch_size` x processes),
+    and the checkpoint's step restores the RNG state and the data position, so a run may resume on
+    another number of processes.
 
     Args:
         config: the run's settings (see `impure.training.config`).
@@ -214,21 +218,22 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         window_start, window_steps, window_images, started = time.perf_counter(), 0, 0, time.perf_counter()
         while step < end:
-            seed = _step_seed(config.seed, ctx.rank, step)
+            seed = _step_seed(config.seed, step)
             torch.manual_seed(seed)
             generator = torch.Generator(device=device).manual_seed(seed)
             augment_generator = torch.Generator().manual_seed(seed)
             for micro in range(optim.grad_accum):
-                inputs, targets, labels = self._next_batch(
-                    batches, paired, attacks, step * optim.grad_accum + micro, augment_generator, device)
-                sync = not ctx.enabled or micro == optim.grad_accum - 1
-                no_sync = contextlib.nullcontext() if sync else model.no_sync()
-                with no_sync, self._autocast(device, autocast_dtype):
-                    purified = model(inputs, generator=generator, clamp=False)
-                    terms = loss_fn(purified.float(), targets, inputs, labels, generator=generator)
-                scaler.scale(terms["total"] / optim.grad_accum).backward()
-                for name, value in terms.items():  # kept on the device: no synchronisation per step
-                    sums[name] = sums.get(name, 0.0) + value.detach().double() / optim.grad_accum
+                with batch_slice(ctx.rank * optim.batch_size, ctx.world_size * optim.batch_size):
+                    inputs, targets, labels = self._next_batch(
+                        batches, paired, attacks, step * optim.grad_accum + micro, augment_generator, device)
+                    sync = not ctx.enabled or micro == optim.grad_accum - 1
+                    no_sync = contextlib.nullcontext() if sync else model.no_sync()
+                    with no_sync, self._autocast(device, autocast_dtype):
+                        purified = model(inputs, generator=generator, clamp=False)
+                        terms = loss_fn(purified.float(), targets, inputs, labels, generator=generator)
+                    scaler.scale(terms["total"] / optim.grad_accum).backward()
+                    for name, value in terms.items():  # kept on the device: no synchronisation per step
+                        sums[name] = sums.get(name, 0.0) + value.detach().double() / optim.grad_accum
             if optim.grad_clip:
                 scaler.unscale_(optimizer)
                 norm = torch.nn.utils.clip_grad_norm_(purifier.parameters(), optim.grad_clip)
@@ -330,16 +335,19 @@ class Trainer:
         step = int(state["step"])
         saved = _with_defaults(state["config"], TrainConfig().to_dict())  # settings added since it was written
         changed = [n for n in config_differences(saved, self.config.to_dict())
-                   if not n.startswith(_RESUMABLE_CHANGES)]
+                   if not n.startswith(_RESUMABLE_CHANGES) and n != "optim.batch_size"]  # checked below
         schedule_length = {"optim.steps", "optim.cooldown_steps"}
         if schedule_length & set(changed) and self._extendable(saved["optim"], step):
             changed = [n for n in changed if n not in schedule_length]
         if changed:
             raise ValueError(f"cannot resume {path}: the config changed in {changed}; restore those settings "
                              "or start a new output_dir (use model.init to start from its weights)")
-        if state["world_size"] != ctx.world_size:
-            raise ValueError(f"{path} was written by {state['world_size']} process(es); resume it with the "
-                             f"same number, not {ctx.world_size}")
+        saved_global = saved["optim"]["batch_size"] * state["world_size"]
+        if saved_global != self.config.optim.batch_size * ctx.world_size:
+            raise ValueError(f"{path} was written by {state['world_size']} process(es) of optim.batch_size "
+                             f"{saved['optim']['batch_size']}; resume it with the same global batch of {saved_global} "
+                             f"images (optim.batch_size x processes), not {self.config.optim.batch_size} x "
+                             f"{ctx.world_size}")
         purifier.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
