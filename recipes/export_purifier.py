@@ -2,6 +2,9 @@
 
     python recipes/export_purifier.py runs/cifar10-s-cpu-finetune/model --out src/impure/weights/cifar10-s \
         [--strength 0.5] [--force]
+    python recipes/export_purifier.py runs/cifar10-campaign/checkpoint.pt --out src/impure/weights/cifar10 ...
+
+A training checkpoint (`checkpoint.pt`) exports its EMA weights when the run kept an EMA.
 
 `--strength` bakes an evaluation strength into the exported config (its noise timesteps become the new
 nominal ones, so `set_strength(1)` means this strength). The script purifies the first 200 images of
@@ -26,6 +29,7 @@ from impure._atomic import atomic_write
 from impure.classifiers import load_classifier
 from impure.data import load_npz
 from impure.evaluation.metrics import psnr
+from impure.training.checkpoint import purifier_from_checkpoint
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -48,7 +52,7 @@ def measure(folder: Path, images: torch.Tensor, labels: torch.Tensor) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="a save_pretrained folder (a training run's model/)")
+    parser.add_argument("model", help="a save_pretrained folder (a training run's model/) or a checkpoint.pt")
     parser.add_argument("--out", type=Path, required=True, help="folder to write config.json and model.safetensors")
     parser.add_argument("--strength", type=float, default=1.0, help="evaluation strength to make nominal")
     parser.add_argument("--min-psnr", type=float, default=40.0, help="float16 vs float32 output agreement")
@@ -58,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.out} already holds weights; pass --force to replace them", file=sys.stderr)
         return 1
 
-    purifier = Purifier.from_pretrained(args.model).eval().set_strength(args.strength)
+    if str(args.model).endswith(".pt"):
+        purifier = purifier_from_checkpoint(args.model).set_strength(args.strength)
+    else:
+        purifier = Purifier.from_pretrained(args.model).eval().set_strength(args.strength)
     images, labels = load_npz(SHARED / "data" / "cifar10" / "test_dev.npz")
     reference = purify(purifier, images[:200])
     with tempfile.TemporaryDirectory() as staging:

@@ -10,7 +10,7 @@ import torch
 
 from .._atomic import atomic_path
 
-__all__ = ["atomic_save", "config_differences", "load_checkpoint"]
+__all__ = ["atomic_save", "config_differences", "load_checkpoint", "purifier_from_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -22,11 +22,36 @@ def atomic_save(state: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by `atomic_save` (tensors and plain values only: `weights_only=True`)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint written by `atomic_save` (tensors and plain values only: `weights_only=True`).
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: the file is damaged or not an impure training checkpoint.
+    """
+    hint = ("continue from the last committed weights instead: set model.init to the bundled model "
+            "(e.g. impure/cifar10) in a new output_dir")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no training checkpoint at {path}; {hint}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or corrupt file
+        raise ValueError(f"cannot read the training checkpoint {path} ({type(error).__name__}: {error}); "
+                         f"{hint}") from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an impure training checkpoint (format {CHECKPOINT_FORMAT})")
+        raise ValueError(f"{path} is not an impure training checkpoint (format {CHECKPOINT_FORMAT}); {hint}")
     return state
+
+
+def purifier_from_checkpoint(path: str | os.PathLike, ema: bool = True):
+    """The purifier a training checkpoint holds, in eval mode: its EMA weights when the run kept an EMA
+    (and `ema`), else its current weights."""
+    from impure.config import PurifierConfig
+    from impure.model import Purifier
+
+    state = load_checkpoint(path)
+    purifier = Purifier(PurifierConfig.from_dict(state["purifier_config"]))
+    purifier.load_state_dict(state["ema"] if ema and "ema" in state else state["model"])
+    return purifier.eval()
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:

@@ -1,0 +1,50 @@
+"""The recipes that train the bundled weights, run on the CPU at a tiny size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from impure import Purifier
+from impure.training.checkpoint import load_checkpoint
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.fixture
+def train_gpu(monkeypatch):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    import train_gpu
+
+    return train_gpu
+
+
+def test_gpu_recipe_trains_the_campaign_recipe_from_memory_on_the_cpu(tmp_path, shared_dir, train_gpu):
+    out = tmp_path / "gpu"
+    argv = ["--out", str(out), "--device", "cpu", "--steps", "5", "--batch-size", "8", "--train-limit", "64",
+            "--train", str(shared_dir / "data" / "cifar10" / "train_jpeg.npz"),
+            "--set", "model.init=''", "--set", "model.preset=tiny", "--set", "data.val_limit=8",
+            "--set", "log.val_every=0", "--set", "log.every=1"]
+    assert train_gpu.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and summary["step"] == 5
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "total" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5] and all(r["classifier"] > 0 for r in steps)
+    lrs = [r["lr"] for r in steps]
+    assert lrs[-1] < max(lrs)  # the last fifth cools down
+    state = load_checkpoint(out / "checkpoint.pt")
+    saved = Purifier.from_pretrained(out / "model")  # the EMA weights
+    assert all(torch.equal(saved.state_dict()[k], v) for k, v in state["ema"].items())
+
+
+def test_a_corrupt_checkpoint_says_how_to_continue(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="continue from the last committed weights"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="model.init to the bundled model"):
+        load_checkpoint(tmp_path / "missing.pt")
