@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from impure.data import load_npz
 from impure.evaluation import DEFAULT_ATTACKS, EvaluationResult, evaluate, list_attacks, resolve_purifier
 from impure.evaluation.report import atomic_write
 from impure.evaluation.suite import check_attack_names
@@ -108,7 +109,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the shared files are, ε, image count, attack steps, batch size, device, seed, threads, output."""
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared data and model folder")
     parser.add_argument("--eps", type=lambda s: float(Fraction(s)), default=8 / 255, help="e.g. 8/255")
-    parser.add_argument("--limit", type=positive_int, help="the first N images of test_dev.npz (default: all 500)")
+    parser.add_argument("--start", type=int, default=0,
+                        help="skip the first N images of test_dev.npz, e.g. 250 to report on images 250-499 "
+                             "after choosing settings on 0-249 (default 0)")
+    parser.add_argument("--limit", type=positive_int, help="the first N images of test_dev.npz after --start "
+                                                           "(default: all)")
     parser.add_argument("--steps", type=positive_int, help="iterations of every iterative attack (default per attack)")
     parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--device", default="auto")
@@ -179,9 +184,15 @@ def evaluate_defence(args: argparse.Namespace, data: Path, classifier: str, spec
     that every defence is scored on the same grey-box examples, each attack made once.
     """
     threat_text = threat if isinstance(threat, str) else ", ".join(threat)
-    print(f"== {classifier} + {spec.label} ({threat_text}, {limit or 'all'} images)", file=sys.stderr)
+    print(f"== {classifier} + {spec.label} ({threat_text}, {limit or 'all'} images from {args.start})",
+          file=sys.stderr)
+    source: Path | tuple[torch.Tensor, torch.Tensor] = data
+    if args.start:
+        images, labels = load_npz(data)
+        end = None if limit is None else args.start + limit
+        source, limit = (images[args.start:end], labels[args.start:end]), None
     result = evaluate(
-        classifier, data, defence, attacks=attacks, threat=threat, eps=args.eps, steps=args.steps,
+        classifier, source, defence, attacks=attacks, threat=threat, eps=args.eps, steps=args.steps,
         batch_size=args.batch_size, device=args.device, eot_samples=getattr(args, "eot_samples", None),
         seed=args.seed, limit=limit, classifier_weights=args.shared / "models" / WEIGHTS[classifier],
         adversarial_cache=cache, progress=not args.no_progress,

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from impure import Purifier, PurifierConfig
 
@@ -103,3 +104,19 @@ def test_robustness_end_to_end(bench, shared_dir, tiny, tmp_path, capsys):
     assert results[-1]["stochastic_defence"] and results[-1]["eot_samples"] == 2
     table = (out / "robustness.md").read_text()
     assert table in printed and "| cifar_resnet20 | t | bpda | 4 |" in table
+
+
+def test_start_reports_on_a_later_slice_of_the_test_images(bench, shared_dir, capsys):
+    from impure.classifiers import load_classifier
+    from impure.data import load_npz
+
+    args = bench.frontier.parse_args(["--shared", str(shared_dir), "--start", "490", "--steps", "1",
+                                      "--device", "cpu", "--no-progress"])
+    data = shared_dir / "data" / "cifar10" / "test_dev.npz"
+    result = bench.common.evaluate_defence(args, data, "cifar_resnet20", bench.common.DefenceSpec("none", "none"),
+                                           None, attacks=["fgsm"], threat="grey-box", limit=None, cache={})
+    images, labels = load_npz(data)
+    classifier = load_classifier("cifar_resnet20", shared_dir / "models" / "cifar10_resnet20.safetensors").eval()
+    with torch.no_grad():
+        expected = (classifier(images[490:]).argmax(1) == labels[490:]).float().mean().item()
+    assert result.num_images == 10 and result.clean_accuracy == pytest.approx(expected)
