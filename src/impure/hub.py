@@ -10,7 +10,7 @@ from torch import nn
 
 from ._atomic import atomic_path
 
-__all__ = ["bundled_names", "resolve_pretrained", "load_state_dict_strict", "save_file_atomic"]
+__all__ = ["bundled_names", "resolve_pretrained", "save_file_atomic"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -84,45 +84,6 @@ def _files_in(folder: Path, what: str) -> tuple[Path, Path]:
             extra = " (pickled .bin/.pt weights are not read; convert them to safetensors)" if path == weights else ""
             raise FileNotFoundError(f"{what} has no {path.name}{extra}")
     return config, weights
-
-
-def _listing(items: list[str], most: int = 8) -> str:
-    shown = ", ".join(items[:most])
-    return shown + (f", ... ({len(items) - most} more)" if len(items) > most else "")
-
-
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-                           optional_suffixes: tuple[str, ...] = ()) -> nn.Module:
-    """Load `state` into `model` strictly; a `ValueError` names missing, unexpected and mis-shaped tensors.
-
-    Args:
-        model: the architecture to fill.
-        state: the tensors to load.
-        source: where they come from, for the error message.
-        optional_suffixes: keys ending so may be absent (e.g. BatchNorm's "num_batches_tracked" counters);
-            the model keeps its own values for them.
-
-    Returns:
-        `model`, for chaining.
-    """
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state and not key.endswith(optional_suffixes)]
-    unexpected = [key for key in state if key not in expected]
-    mismatched = [
-        f"{key} (file {tuple(state[key].shape)}, model {tuple(expected[key].shape)})"
-        for key in expected if key in state and state[key].shape != expected[key].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {_listing(mismatched)}")
-    if problems:
-        raise ValueError(f"weights from {source} do not fit {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict({**expected, **state}, strict=True)
-    return model
 
 
 def save_file_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+from impure._state import load_state_dict_strict, read_state_dict
 from impure.mixing import DEFAULT_FRACTIONS, mix_patches
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "PixelL1",
     "PurificationLoss",
     "freeze",
-    "load_weights_file",
     "paper_feature_loss",
     "torchvision_pretrained_state",
 ]
@@ -45,27 +45,6 @@ def freeze(network: nn.Module) -> nn.Module:
     return network
 
 
-def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from `.safetensors` or a `torch.save` file (read with `weights_only=True`).
-
-    A torch file holding {"state_dict": ...} or {"model": ...} is unwrapped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such weights file: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
-    return state
-
-
 def torchvision_pretrained_state(name: str) -> dict[str, torch.Tensor]:
     """The default ImageNet weights of torchvision model `name`, from the local torch hub cache only.
 
@@ -82,7 +61,7 @@ def torchvision_pretrained_state(name: str) -> dict[str, torch.Tensor]:
             f"downloads at run time). Download {weights.url} to {target} (or set TORCH_HOME to a folder "
             "whose hub/checkpoints holds it), or pass a local weights file instead (weights='path.pth')"
         )
-    return load_weights_file(target)
+    return read_state_dict(target)
 
 
 class PixelL1(nn.Module):
@@ -167,9 +146,8 @@ def paper_feature_loss(weights: str | Path | None = None) -> FeatureLoss:
     """
     import torchvision
 
-    state = torchvision_pretrained_state("vgg19_bn") if weights is None else load_weights_file(weights)
-    network = torchvision.models.vgg19_bn(weights=None)
-    network.load_state_dict(state)
+    state = torchvision_pretrained_state("vgg19_bn") if weights is None else read_state_dict(weights)
+    network = load_state_dict_strict(torchvision.models.vgg19_bn(weights=None), state, str(weights or "vgg19_bn"))
     return FeatureLoss(network, PAPER_FEATURE_NODES, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 

@@ -1,4 +1,4 @@
-"""Strict loading of a classifier's weights from a .safetensors file, with errors that name every problem."""
+"""Strict loading of a classifier's weights from a file, with errors that name every problem."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..hub import load_state_dict_strict
+from .._state import load_state_dict_strict
 
 __all__ = ["load_weights"]
 
@@ -20,28 +20,22 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
     Args:
         model: the architecture to fill.
-        path: a `.safetensors` file holding its state dict.
+        path: a `.safetensors` file (or a weights-only `torch.save` file) holding its state dict.
 
     Returns:
         `model`, for chaining.
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        ValueError: the file is not safetensors or does not match the architecture (the message lists the
+        ValueError: the file cannot be read or does not match the architecture (the message lists the
             missing keys, the unexpected keys and the shape mismatches).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classifier weights not found: {path}")
     try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"cannot read {path} as a .safetensors file: {error}") from error
-
-    try:
-        return load_state_dict_strict(model, state, path.name, optional_suffixes=(_OPTIONAL_SUFFIX,))
+        return load_state_dict_strict(model, path, optional_suffixes=(_OPTIONAL_SUFFIX,))
     except ValueError as error:
+        if "do not fit" not in str(error):
+            raise
         raise ValueError(f"{error} (is it the checkpoint of another architecture?)") from None

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from impure._state import load_state_dict_strict
+
 __all__ = ["TORCHVISION_DATASETS", "describe", "load_data", "resolve_classifier", "resolve_purifier"]
 
 # torchvision datasets `load_data` accepts by name: the class and its evaluation split arguments.
@@ -217,17 +219,6 @@ def _call_factory(spec: str) -> nn.Module:
     return model
 
 
-def _load_local_state(model: nn.Module, weights: str | os.PathLike) -> None:
-    path = Path(weights)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-
-
 def _download_error(name: str, error: Exception) -> OSError:
     return OSError(
         f"could not get the pretrained weights of {name} ({error}); without network, pass a local state dict "
@@ -248,7 +239,7 @@ def _torchvision_model(name: str, weights: str | os.PathLike | None) -> nn.Modul
             raise _download_error(f"torchvision:{name}", error) from error
     else:
         model = torchvision.models.get_model(name, weights=None)
-        _load_local_state(model, weights)
+        load_state_dict_strict(model, weights)
     transform = default.transforms()
     return Normalized(model, tuple(transform.mean), tuple(transform.std)).eval()
 
@@ -263,7 +254,7 @@ def _timm_model(name: str, weights: str | os.PathLike | None) -> nn.Module:
     except Exception as error:  # network errors
         raise _download_error(f"timm:{name}", error) from error
     if weights is not None:
-        _load_local_state(model, weights)
+        load_state_dict_strict(model, weights)
     config = model.pretrained_cfg
     return Normalized(model, tuple(config["mean"]), tuple(config["std"])).eval()
 

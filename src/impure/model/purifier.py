@@ -159,7 +159,8 @@ class Purifier(
                 `image_noise_t=300` or `partition="random"`.
         """
         from ..device import select_device
-        from ..hub import load_state_dict_strict, resolve_pretrained
+        from .._state import load_state_dict_strict
+        from ..hub import resolve_pretrained
 
         config_path, weights_path = resolve_pretrained(
             pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
@@ -185,7 +186,7 @@ class Purifier(
             overrides: config fields to set beyond what the tensor shapes tell, e.g. `mask_mode="token"`,
                 `encoder_heads=` / `decoder_heads=` where no preset matches the widths.
         """
-        from ..hub import load_state_dict_strict
+        from .._state import load_state_dict_strict
         from .reference import convert_reference_state_dict, load_reference_state_dict, reference_config
 
         state = load_reference_state_dict(path)

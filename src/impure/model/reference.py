@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .._state import read_state_dict
 from ..config import PurifierConfig, list_presets
 from .masking import linear_noise_schedule
 
@@ -35,22 +36,9 @@ _DERIVED = ("pos_embed", "decoder_pos_embed", "sqrt_alphas_cumprod", "sqrt_one_m
 def load_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a reference checkpoint: a `.safetensors` state dict, or a `torch.save` dict (weights only)
     holding the state dict itself or under a "model" entry."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise FileNotFoundError(f"reference checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a pickle with objects beyond tensors, or not a checkpoint at all
-        raise ValueError(f"cannot read {path} as a weights-only torch checkpoint: {error}") from error
-    if isinstance(loaded, dict) and "model" in loaded:
-        loaded = loaded["model"]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors) or a 'model' entry")
-    return loaded
+    return read_state_dict(path)
 
 
 def _count(state: dict[str, torch.Tensor], pattern: str) -> int:

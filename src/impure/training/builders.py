@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from impure._state import load_state_dict_strict, read_state_dict
 from impure.config import PurifierConfig
 from impure.losses import (
     IMAGENET_MEAN,
@@ -14,7 +15,6 @@ from impure.losses import (
     PixelL1,
     PurificationLoss,
     freeze,
-    load_weights_file,
     torchvision_pretrained_state,
 )
 from impure.training.config import AttackSpec, FeatureSpec, LossConfig, NetworkSpec
@@ -39,9 +39,9 @@ def build_feature_loss(spec: FeatureSpec) -> FeatureLoss:
         import torchvision
 
         name = spec.network.split(":", 1)[1]
-        state = load_weights_file(spec.weights) if spec.weights else torchvision_pretrained_state(name)
-        network = torchvision.models.get_model(name, weights=None)
-        network.load_state_dict(state)
+        state = read_state_dict(spec.weights) if spec.weights else torchvision_pretrained_state(name)
+        network = load_state_dict_strict(torchvision.models.get_model(name, weights=None), state,
+                                         spec.weights or f"torchvision:{name}")
         return FeatureLoss(network, spec.nodes, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     return FeatureLoss(load_frozen_classifier(spec), spec.nodes)
 

@@ -45,12 +45,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def purifier_from_checkpoint(path: str | os.PathLike, ema: bool = True):
     """The purifier a training checkpoint holds, in eval mode: its EMA weights when the run kept an EMA
     (and `ema`), else its current weights."""
+    from impure._state import load_state_dict_strict
     from impure.config import PurifierConfig
     from impure.model import Purifier
 
     state = load_checkpoint(path)
     purifier = Purifier(PurifierConfig.from_dict(state["purifier_config"]))
-    purifier.load_state_dict(state["ema"] if ema and "ema" in state else state["model"])
+    load_state_dict_strict(purifier, state["ema"] if ema and "ema" in state else state["model"], str(path))
     return purifier.eval()
 
 

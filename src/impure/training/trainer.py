@@ -25,6 +25,7 @@ from impure.device import select_device, tune_cpu_allocator
 from impure.losses import PurificationLoss
 from impure.model import Purifier
 from impure._random import batch_slice
+from impure._state import load_state_dict_strict
 from impure.training.batches import BatchPlan, augment
 from impure.training.builders import build_attack, build_loss, load_frozen_classifier
 from impure.training.checkpoint import atomic_save, config_differences, load_checkpoint
@@ -348,12 +349,14 @@ class Trainer:
                              f"{saved['optim']['batch_size']}; resume it with the same global batch of {saved_global} "
                              f"images (optim.batch_size x processes), not {self.config.optim.batch_size} x "
                              f"{ctx.world_size}")
-        purifier.load_state_dict(state["model"])
+        load_state_dict_strict(purifier, state["model"], str(path))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         if ema is not None:
-            ema.module.load_state_dict(state["ema"])
+            if "ema" not in state:
+                raise ValueError(f"cannot resume {path}: it was written without an EMA (optim.ema_decay)")
+            load_state_dict_strict(ema.module, state["ema"], f"{path} (EMA)")
         return step
 
     def _extendable(self, saved_optim: dict[str, Any], step: int) -> bool:
