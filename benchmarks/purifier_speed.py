@@ -62,9 +62,9 @@ def load_reference_model(checkout: Path, purifier: Purifier) -> torch.nn.Module:
     reference = Reference(
         img_size=c.image_size, patch_size=c.patch_size, embed_dim=c.encoder_width, depth=c.encoder_depth,
         num_heads=c.encoder_heads, decoder_embed_dim=c.decoder_width, decoder_depth=c.decoder_depth,
-        decoder_num_heads=c.decoder_heads, mlp_ratio=c.mlp_ratio, norm_layer=partial(torch.nn.LayerNorm, eps=c.norm_eps),
-        pre_norm=True, chunks=c.num_groups, out_indices=list(c.fusion_taps), use_conv=c.output_conv,
-        img_mask=c.mask_mode, feature_mask=c.mask_mode,
+        decoder_num_heads=c.decoder_heads, mlp_ratio=c.mlp_ratio,
+        norm_layer=partial(torch.nn.LayerNorm, eps=c.norm_eps), pre_norm=True, chunks=c.num_groups,
+        out_indices=list(c.fusion_taps), use_conv=c.output_conv, img_mask=c.mask_mode, feature_mask=c.mask_mode,
     )
     ours_to_theirs = {new: old for old, new in _PREFIXES}
     state = {}

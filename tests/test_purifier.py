@@ -200,4 +200,5 @@ def test_torch_compile_matches_eager_in_token_mode():
     with torch.no_grad():
         expected = purifier(images)
         assert torch.allclose(compiled(images), expected, atol=1e-5)
-        assert torch.allclose(compiled(images.flip(-1)), purifier(images.flip(-1)), atol=1e-5)  # a new input, same shape
+        flipped = images.flip(-1)  # a new input of the same shape
+        assert torch.allclose(compiled(flipped), purifier(flipped), atol=1e-5)

@@ -2,6 +2,7 @@
 image classifier."""
 
 from .classifier import PurifiedClassifier
+from .classifiers import load_classifier
 from .config import PurifierConfig, list_presets
 from .device import select_device, select_dtype, tune_cpu_allocator
 from .model import Purifier
@@ -13,6 +14,7 @@ __all__ = [
     "PurifierConfig",
     "PurifiedClassifier",
     "list_presets",
+    "load_classifier",
     "select_device",
     "select_dtype",
     "tune_cpu_allocator",

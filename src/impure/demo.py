@@ -242,7 +242,7 @@ def run_demo(
         purifier: a `Purifier` (moved to `device`), or a bundled name, folder or Hub id for
             `Purifier.from_pretrained`.
         classifier: an `nn.Module` (images in [0, 1] -> CIFAR-10 logits; moved to `device`) or a name that
-            `impure.evaluation.resolve_classifier` accepts, e.g. a bundled one or a .safetensors file.
+            `impure.classifiers.resolve_classifier` accepts, e.g. a bundled one or a .safetensors file.
         strength: purification strength of a purifier loaded by name (see `Purifier.set_strength`); for a
             `Purifier` object set it yourself.
         eps: the PGD budget (L-inf, [0, 1] scale); the step is eps / 4, as in `impure evaluate`.
@@ -253,8 +253,9 @@ def run_demo(
         batch_size: images per batch.
     """
     from .attacks import PGD
+    from .classifiers import resolve_classifier
     from .device import select_device
-    from .evaluation import attack_settings, l2_norm, linf_norm, resolve_classifier
+    from .evaluation import attack_settings, l2_norm, linf_norm
 
     for name, value, low in (("steps", steps, 1), ("seed", seed, 0), ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ._atomic import atomic_path
 

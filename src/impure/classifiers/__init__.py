@@ -15,12 +15,14 @@ from .squeezenet import SqueezeNetCaffe, squeezenet1_0_caffe
 
 __all__ = [
     "CifarResNet",
+    "Normalized",
     "SqueezeNetCaffe",
     "cifar_resnet20",
     "cifar_resnet56",
     "list_classifiers",
     "load_classifier",
     "load_weights",
+    "resolve_classifier",
     "squeezenet1_0_caffe",
 ]
 
@@ -58,3 +60,6 @@ def load_classifier(name: str, weights: str | os.PathLike | None = None) -> nn.M
     if name not in _REGISTRY:
         raise ValueError(f"unknown classifier {name!r}; choose one of {', '.join(list_classifiers())}")
     return _REGISTRY[name](weights)
+
+
+from .lookup import Normalized, resolve_classifier  # noqa: E402  (it builds on the registry above)

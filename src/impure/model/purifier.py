@@ -158,8 +158,8 @@ class Purifier(
             config_overrides: config fields to change that do not affect the weights' shapes, e.g.
                 `image_noise_t=300` or `partition="random"`.
         """
-        from ..device import select_device
         from .._state import load_state_dict_strict
+        from ..device import select_device
         from ..hub import resolve_pretrained
 
         config_path, weights_path = resolve_pretrained(

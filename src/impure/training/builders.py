@@ -23,8 +23,8 @@ __all__ = ["build_attack", "build_feature_loss", "build_loss", "load_frozen_clas
 
 
 def load_frozen_classifier(spec: NetworkSpec) -> nn.Module:
-    """The classifier `spec` names (see `impure.evaluation.sources.resolve_classifier`), frozen."""
-    from impure.evaluation.sources import resolve_classifier
+    """The classifier `spec` names (see `impure.classifiers.resolve_classifier`), frozen."""
+    from impure.classifiers import resolve_classifier
 
     if not spec.network:
         raise ValueError("a network spec needs `network` (e.g. 'cifar_resnet20' with `weights`)")

@@ -41,7 +41,7 @@ def _number(value: Any) -> Any:
 @dataclass
 class NetworkSpec:
     """A frozen network: an `impure.classifiers` name, "torchvision:<name>", "timm:<name>", a file or
-    "module:callable" (see `impure.evaluation.sources.resolve_classifier`), with optional local weights."""
+    "module:callable" (see `impure.classifiers.resolve_classifier`), with optional local weights."""
 
     network: str = ""
     weights: str = ""

@@ -12,20 +12,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from timm.utils import ModelEmaV3
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from tqdm.auto import tqdm
 
 from impure._atomic import atomic_write
+from impure._random import batch_slice
+from impure._state import load_state_dict_strict
 from impure.config import PurifierConfig
 from impure.data import AdversarialShards, fetch_batch, open_dataset
 from impure.device import select_device, tune_cpu_allocator
 from impure.losses import PurificationLoss
 from impure.model import Purifier
-from impure._random import batch_slice
-from impure._state import load_state_dict_strict
 from impure.training.batches import BatchPlan, augment
 from impure.training.builders import build_attack, build_loss, load_frozen_classifier
 from impure.training.checkpoint import atomic_save, config_differences, load_checkpoint
