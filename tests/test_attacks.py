@@ -417,3 +417,17 @@ def test_deepfool_at_least_as_strong_as_torchattacks(resnet20, compare_batch):
     )
     assert ours <= theirs + 0.02 + 1e-6, (ours, theirs)
     assert ours < accuracy(resnet20, images, labels) - 0.5
+
+
+def test_one_registry_by_name_for_evaluation_training_and_cli(tiny_model):
+    from impure.attacks import build_attack, list_attacks
+    from impure.training.builders import build_attack as build_from_spec
+    from impure.training.config import AttackSpec
+
+    from_eval = build_attack("pgd", tiny_model, 8 / 255, steps=3)
+    from_config = build_from_spec(AttackSpec("PGD", {"eps": 8 / 255, "steps": 3}), tiny_model)
+    assert type(from_eval) is type(from_config) is PGD and vars(from_eval).keys() == vars(from_config).keys()
+    assert from_eval.alpha == from_config.alpha and from_eval.steps == from_config.steps == 3
+    assert build_attack("APGD_DLR", tiny_model).loss == "dlr" and build_attack("Apgd", tiny_model).loss == "ce"
+    with pytest.raises(ValueError, match="unknown attack 'pgd2'; choose from " + ", ".join(list_attacks())):
+        build_attack("pgd2", tiny_model)

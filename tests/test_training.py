@@ -341,5 +341,5 @@ def test_finetune_attacks_on_the_fly(tmp_path, data):
     bad = tiny_config(tmp_path / "bad", data["train"], stage="finetune",
                       adversarial={"classifiers": [{"network": "cifar_resnet20", "weights": data["r20"]}],
                                    "attacks": [{"name": "Nope"}]})
-    with pytest.raises(ValueError, match=r"unknown attack 'Nope'; impure.attacks offers \[.*'PGD'"):
+    with pytest.raises(ValueError, match=r"unknown attack 'Nope'; choose from fgsm, .*pgd"):
         Trainer(TrainConfig.from_dict(bad)).fit()

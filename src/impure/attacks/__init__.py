@@ -11,5 +11,7 @@ from .eot import EOT
 from .fgsm import FGSM
 from .mifgsm import MIFGSM
 from .pgd import PGD
+from .registry import DEFAULT_ATTACKS, attack_settings, build_attack, check_attack_names, list_attacks
 
-__all__ = ["APGD", "BIM", "CW", "DIFGSM", "EOT", "FGSM", "MIFGSM", "PGD", "Attack", "DeepFool"]
+__all__ = ["APGD", "BIM", "CW", "DEFAULT_ATTACKS", "DIFGSM", "EOT", "FGSM", "MIFGSM", "PGD", "Attack", "DeepFool",
+           "attack_settings", "build_attack", "check_attack_names", "list_attacks"]

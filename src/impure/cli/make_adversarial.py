@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--classifier", required=True,
                         help="classifier to attack: impure.classifiers name, torchvision:NAME, file, ...")
     parser.add_argument("--weights", help="weights file of a named classifier")
-    parser.add_argument("--attack", default="PGD", help="an impure.attacks class (default PGD)")
+    parser.add_argument("--attack", default="PGD",
+                        help="an attack name: fgsm, bim, pgd, mifgsm, difgsm, mdi2fgsm, apgd-ce, apgd-dlr, cw, "
+                             "deepfool (case-insensitive; default PGD)")
     parser.add_argument("--eps", help="L-inf budget, e.g. 8/255")
     parser.add_argument("--alpha", help="step size, e.g. 2/255")
     parser.add_argument("--steps", type=int, help="attack iterations")

@@ -1,11 +1,11 @@
 """Honest robustness evaluation of a classifier behind a defence: grey-box and white-box, with reports."""
 
+from impure.attacks.registry import DEFAULT_ATTACKS, attack_settings, build_attack, list_attacks
 from impure.evaluation.frontier import frontier_table, pareto_front
 from impure.evaluation.metrics import l2_norm, linf_norm, psnr
 from impure.evaluation.report import AttackResult, EvaluationResult, summary_table
 from impure.evaluation.runner import DEFAULT_EOT_SAMPLES, THREATS, evaluate
 from impure.evaluation.sources import load_data, resolve_classifier, resolve_purifier
-from impure.evaluation.suite import DEFAULT_ATTACKS, attack_settings, build_attack, list_attacks
 
 __all__ = [
     "DEFAULT_ATTACKS",

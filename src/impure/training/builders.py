@@ -66,14 +66,10 @@ def build_loss(config: LossConfig, purifier_config: PurifierConfig) -> Purificat
 
 
 def build_attack(spec: AttackSpec, classifier: nn.Module):
-    """The `impure.attacks` attack `spec` names, aimed at `classifier`: `attack(images, labels)`."""
-    import impure.attacks
+    """The attack `spec` names (see `impure.attacks.list_attacks`; class names such as "PGD" too), aimed at
+    `classifier` with the registry's settings and the spec's options: `attack(images, labels)`."""
+    from impure.attacks import registry
 
-    kind = getattr(impure.attacks, spec.name, None)
-    if kind is None or not isinstance(kind, type):
-        available = sorted(n for n in getattr(impure.attacks, "__all__", []) if n[:1].isupper())
-        raise ValueError(f"unknown attack {spec.name!r}; impure.attacks offers {available}")
-    try:
-        return kind(classifier, **spec.options)
-    except TypeError as error:
-        raise ValueError(f"bad options {spec.options} for attack {spec.name}: {error}") from error
+    options = dict(spec.options)
+    return registry.build_attack(spec.name, classifier, options.pop("eps", None), options.pop("steps", None),
+                                 **options)

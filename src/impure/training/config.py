@@ -62,7 +62,8 @@ class FeatureSpec(NetworkSpec):
 
 @dataclass
 class AttackSpec:
-    """An attack from `impure.attacks` by class name, with its keyword arguments ("8/255" allowed)."""
+    """An attack by name (`impure.attacks.list_attacks()`, case-insensitive; class names such as "PGD"
+    too), with its keyword arguments ("8/255" allowed)."""
 
     name: str = "PGD"
     options: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +72,7 @@ class AttackSpec:
     def from_dict(cls, values: dict[str, Any], where: str) -> AttackSpec:
         """{"name": "PGD", "eps": "8/255", ...}: every key except `name` is an attack option."""
         if not isinstance(values, dict) or "name" not in values:
-            raise ValueError(f"{where} must be a table with a `name` (an impure.attacks class), "
+            raise ValueError(f"{where} must be a table with a `name` (an attack name such as 'pgd'), "
                              f"got {values!r}")
         options = {k: _number(v) for k, v in values.items() if k != "name"}
         return cls(name=str(values["name"]), options=options)

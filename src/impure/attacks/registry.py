@@ -1,4 +1,6 @@
-"""The named attacks of an evaluation and their settings, scaled to the threat model's ε."""
+"""The one registry of attacks by name, used by the evaluation, the Trainer and the command line: each
+name ("pgd", "apgd-dlr", ...; case-insensitive, class names such as "PGD" too) and its settings, scaled to
+the threat model's ε."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ _SUITE: dict[str, tuple[str, Callable[[float], dict[str, Any]]]] = {
     "deepfool": ("DeepFool", lambda eps: {"eps": eps, "overshoot": 0.02}),
 }
 _NOT_SETTINGS = ("self", "model", "seed", "generator")
+# Class names that are not attack names themselves (the others, lower-cased, are).
+_ALIASES = {"apgd": "apgd-ce"}
 
 # The paper's nine attacks (BIM is available too, by name).
 DEFAULT_ATTACKS = ("fgsm", "pgd", "mifgsm", "difgsm", "mdi2fgsm", "apgd-ce", "apgd-dlr", "cw", "deepfool")
@@ -42,7 +46,8 @@ def list_attacks() -> list[str]:
 
 
 def _check_name(name: str) -> str:
-    key = name.lower().replace("_", "-")
+    key = str(name).lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
     if key not in _SUITE:
         raise ValueError(f"unknown attack {name!r}; choose from {', '.join(_SUITE)}")
     return key
@@ -80,16 +85,19 @@ def attack_settings(name: str, eps: float, steps: int | None = None, **overrides
     return {**settings, **overrides}
 
 
-def build_attack(name: str, model: nn.Module, eps: float, steps: int | None = None, **overrides: Any) -> Any:
+def build_attack(name: str, model: nn.Module, eps: float | None = None, steps: int | None = None,
+                 **overrides: Any) -> Any:
     """Build the attack `name` from `impure.attacks` against `model`, with `attack_settings`.
 
     Args:
-        name: an attack name from `list_attacks()`, e.g. "pgd" or "apgd-dlr".
+        name: an attack name from `list_attacks()`, e.g. "pgd" or "apgd-dlr" (or a class name, "PGD").
         model: the model whose gradients the attack follows (images in [0, 1] -> logits).
-        eps: the ℓ∞ budget on the [0, 1] scale.
+        eps: the ℓ∞ budget on the [0, 1] scale (default: the class's, 8/255).
         steps: iterations of an iterative attack (see `attack_settings`).
         overrides: further keyword arguments of the attack class.
     """
+    if eps is None:
+        eps = inspect.signature(_attack_class(name)).parameters["eps"].default
     return _attack_class(name)(model, **attack_settings(name, eps, steps, **overrides))
 
 
