@@ -28,7 +28,7 @@ from impure import Purifier
 from impure._atomic import atomic_write
 from impure.classifiers import load_classifier
 from impure.data import load_npz
-from impure.evaluation.metrics import psnr
+from impure.metrics import psnr
 from impure.training.checkpoint import purifier_from_checkpoint
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -8,8 +8,8 @@ import torch
 from impure import Purifier, PurifierConfig
 from impure.classifiers import load_classifier
 from impure.data import load_npz
-from impure.evaluation.metrics import psnr
 from impure.hub import BUNDLED_ROOT, bundled_names
+from impure.metrics import psnr
 
 CARD = BUNDLED_ROOT / "cifar10-s" / "card.json"
 

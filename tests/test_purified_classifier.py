@@ -87,8 +87,14 @@ def test_select_dtype():
     cpu = torch.device("cpu")
     assert select_dtype("auto", cpu) == torch.float32
     assert select_dtype("bf16", cpu) == torch.bfloat16
-    with pytest.raises(ValueError, match="not supported on the CPU"):
+    with pytest.raises(ValueError, match="'fp16' for inference is not supported on cpu"):
         select_dtype("fp16", cpu)
+    # The Trainer resolves its autocast dtype with the same function.
+    assert select_dtype("auto", cpu, training=True) == torch.float32
+    assert select_dtype("auto", torch.device("mps"), training=True) == torch.float32
+    assert select_dtype("auto", torch.device("mps")) == torch.float16
+    with pytest.raises(ValueError, match="'fp16' for training is not supported on mps"):
+        select_dtype("fp16", torch.device("mps"), training=True)
 
 
 def test_purifier_on_another_device_than_the_images_is_a_clear_error():

@@ -99,4 +99,4 @@ def test_purify_dtype_option_bf16_stays_close_to_fp32_and_fp16_is_refused_on_the
     assert 0 < mse and 10 * np.log10(255**2 / mse) > 30  # bf16 rounds, but the picture is the same
     assert main(["purify", str(image_folder / "img0.png"), "-o", str(tmp_path / "fp16"), "--device", "cpu",
                  "--dtype", "fp16"]) == 1
-    assert "fp16 inference is not supported on the CPU" in capsys.readouterr().err
+    assert "precision 'fp16' for inference is not supported on cpu" in capsys.readouterr().err

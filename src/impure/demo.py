@@ -252,10 +252,10 @@ def run_demo(
         device: "auto", "cuda", "mps" or "cpu".
         batch_size: images per batch.
     """
-    from .attacks import PGD
+    from .attacks import PGD, attack_settings
     from .classifiers import resolve_classifier
     from .device import select_device
-    from .evaluation import attack_settings, l2_norm, linf_norm
+    from .metrics import l2_norm, linf_norm
 
     for name, value, low in (("steps", steps, 1), ("seed", seed, 0), ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -48,21 +48,25 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def select_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The inference dtype for `precision` ("fp32", "fp16", "bf16", "auto") on `device`.
+def select_dtype(precision: str, device: torch.device, *, training: bool = False) -> torch.dtype:
+    """The dtype for `precision` ("fp32", "fp16", "bf16", "auto") on `device`: of the weights for inference,
+    of autocast for training (`training=True`).
 
-    "auto" is bfloat16 on GPUs that support it, float16 on other GPUs and MPS, and float32 on the CPU.
+    "auto" is bfloat16 on GPUs that support it, else float16; float16 on MPS for inference (float32 for
+    training); float32 on the CPU, where bfloat16 is only fast with native bf16 arithmetic (see
+    docs/api.md). fp16 is refused on the CPU, and for training anywhere but CUDA (its gradient scaler).
     """
     choices = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "mps" else torch.float32
+        return torch.float16 if device.type == "mps" and not training else torch.float32
     if precision not in choices:
         raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, fp16 or bf16")
     dtype = choices[precision]
-    if device.type == "cpu" and dtype == torch.float16:
-        raise ValueError("fp16 inference is not supported on the CPU; use 'bf16' or 'fp32'")
+    if dtype == torch.float16 and (device.type == "cpu" or (training and device.type != "cuda")):
+        where = "training" if training else "inference"
+        raise ValueError(f"precision 'fp16' for {where} is not supported on {device.type}; use 'bf16' or 'fp32'")
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise ValueError("this GPU does not support bfloat16; use 'fp16'")
     return dtype

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_images, check_labels, inputs_validated
+from .._modes import eval_mode
 from .._random import per_sample
 
 __all__ = ["Attack"]
@@ -50,18 +51,15 @@ def check_budget(name: str, value: float) -> float:
 @contextmanager
 def attack_mode(model: nn.Module) -> Iterator[None]:
     """Run `model` in eval mode without parameter gradients; restore every module's mode and flag after."""
-    modes = [(module, module.training) for module in model.modules()]
     flags = [(param, param.requires_grad) for param in model.parameters()]
-    try:
-        model.eval()
-        for param, _ in flags:
-            param.requires_grad_(False)  # the attack needs input gradients only
-        yield
-    finally:
-        for module, training in modes:  # parents first, so each child ends with its own mode
-            module.train(training)
-        for param, flag in flags:
-            param.requires_grad_(flag)
+    with eval_mode(model):
+        try:
+            for param, _ in flags:
+                param.requires_grad_(False)  # the attack needs input gradients only
+            yield
+        finally:
+            for param, flag in flags:
+                param.requires_grad_(flag)
 
 
 class Attack:

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from impure._modes import eval_mode
 from impure.attacks.registry import DEFAULT_ATTACKS, attack_settings, build_attack, check_attack_names
 from impure.device import select_device, select_dtype
-from impure.evaluation.metrics import correct, l2_norm, linf_norm, psnr
 from impure.evaluation.report import AttackResult, EvaluationResult
 from impure.evaluation.sources import load_data, resolve_classifier, resolve_purifier
+from impure.metrics import correct, l2_norm, linf_norm, psnr
 
 __all__ = ["DEFAULT_EOT_SAMPLES", "THREATS", "evaluate"]
 

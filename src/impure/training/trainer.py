@@ -23,7 +23,7 @@ from impure._random import batch_slice
 from impure._state import load_state_dict_strict
 from impure.config import PurifierConfig
 from impure.data import AdversarialShards, fetch_batch, open_dataset
-from impure.device import select_device, tune_cpu_allocator
+from impure.device import select_device, select_dtype, tune_cpu_allocator
 from impure.losses import PurificationLoss
 from impure.model import Purifier
 from impure.training.batches import BatchPlan, augment
@@ -59,17 +59,6 @@ def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str,
         elif isinstance(value, dict) and isinstance(merged[key], dict) and key in _SECTIONS:
             merged[key] = _with_defaults(merged[key], value)
     return merged
-
-
-def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: fp32)."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision 'fp16' needs a CUDA GPU, not {device.type}; use 'bf16' or 'fp32'")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 class Trainer:
@@ -180,7 +169,8 @@ class Trainer:
     def _fit(self, ctx: DistributedContext, device: torch.device, resume: bool, stop_after: int | None,
              time_limit: float | None) -> dict[str, Any]:
         config, optim = self.config, self.config.optim
-        autocast_dtype = _resolve_precision(config.precision, device)
+        dtype = select_dtype(config.precision, device, training=True)
+        autocast_dtype = None if dtype == torch.float32 else dtype
         torch.manual_seed(config.seed)  # identical initial weights in every process
         purifier = self.purifier = self._build_purifier().to(device)
         loss_fn = (self._loss or build_loss(config.loss, purifier.config)).to(device)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from impure._modes import eval_mode
+from impure.metrics import psnr
+
 __all__ = ["validate"]
+
+_MAX_PSNR = 100.0  # dB, for an image reproduced exactly (its PSNR is infinite): keeps the mean finite
 
 
 @torch.no_grad()
@@ -27,24 +32,19 @@ def validate(purifier: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, l
     """
     device = next(purifier.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    was_training = purifier.training
-    purifier.eval()
-    l1, psnr, correct = 0.0, 0.0, 0
-    try:
+    l1, total_psnr, correct = 0.0, 0.0, 0
+    with eval_mode(purifier):
         for start in range(0, inputs.shape[0], batch_size):
             chunk = slice(start, start + batch_size)
             purified = purifier(inputs[chunk].to(device), generator=generator).float()
             target = targets[chunk].to(device).float()
             l1 += float((purified - target).abs().mean(dim=(1, 2, 3)).sum())
-            mse = (purified - target).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
-            psnr += float((10 * torch.log10(1 / mse)).sum())
+            total_psnr += float(psnr(purified, target).clamp(max=_MAX_PSNR).sum())
             if classifier is not None:
                 predicted = classifier(purified).argmax(dim=1)
                 correct += int((predicted == labels[chunk].to(device)).sum())
-    finally:
-        purifier.train(was_training)
     count = inputs.shape[0]
-    metrics = {"l1": l1 / count, "psnr": psnr / count}
+    metrics = {"l1": l1 / count, "psnr": total_psnr / count}
     if classifier is not None:
         metrics["accuracy"] = correct / count
     return metrics

@@ -1,4 +1,5 @@
-"""Per-image metrics of a robustness evaluation: correctness, residual perturbation, PSNR."""
+"""Per-image metrics shared by the evaluation, training validation and the demo: correctness, residual
+perturbation, PSNR."""
 
 from __future__ import annotations
 
