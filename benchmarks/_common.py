@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from impure._atomic import atomic_write
 from impure.attacks import check_attack_names
 from impure.data import load_npz
 from impure.evaluation import DEFAULT_ATTACKS, EvaluationResult, evaluate, list_attacks, resolve_purifier
-from impure.evaluation.report import atomic_write
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = Path("data") / "cifar10" / "test_dev.npz"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -105,3 +106,32 @@ def test_quickstart_example_runs_offline():
     for row in ("bare classifier, clean", "bare classifier, PGD", "through the purifier, clean",
                 "through the purifier, PGD"):
         assert re.search(rf"{row} images +\d+%", result.stdout), result.stdout
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports (at any depth; relative imports resolved), except under TYPE_CHECKING."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    parts = list(path.relative_to(ROOT / "src").with_suffix("").parts)
+    package = parts if path.name == "__init__.py" else parts[:-1]
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+               for n in ast.walk(node)}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            names.add(".".join(base + ([node.module] if node.module else [])))
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_layers_point_one_way():
+    """Training, attacks, classifiers and the model never import the evaluation; plots never imports report."""
+    source = ROOT / "src" / "impure"
+    for layer in ("training", "attacks", "classifiers", "model"):
+        for path in (source / layer).rglob("*.py"):
+            offending = sorted(name for name in _imports(path) if name.startswith("impure.evaluation"))
+            assert not offending, f"{path.relative_to(ROOT)} imports {offending}"
+    assert "impure.evaluation.report" not in _imports(source / "evaluation" / "plots.py")

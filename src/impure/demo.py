@@ -212,7 +212,7 @@ class DemoResult:
             path: the PNG file.
             overwrite: replace an existing file (otherwise that is a `FileExistsError`).
         """
-        from .evaluation.report import atomic_write
+        from ._atomic import atomic_write
 
         path = Path(path)
         if path.exists() and not overwrite:

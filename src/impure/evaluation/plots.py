@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from impure.evaluation.report import atomic_write
+from impure._atomic import atomic_write
 
 if TYPE_CHECKING:
     from impure.evaluation.report import EvaluationResult
