@@ -113,7 +113,8 @@ def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     parts = list(path.relative_to(ROOT / "src").with_suffix("").parts)
     package = parts if path.name == "__init__.py" else parts[:-1]
-    guarded = [node for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)]
+    guarded = [node for node in ast.walk(tree)
+               if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)]
     skipped = {id(n) for node in guarded for n in ast.walk(node)}
     names = set()
     for node in ast.walk(tree):
