@@ -97,15 +97,16 @@ def _write_images(folder, pixels, fmt="PNG"):
         Image.fromarray(image).save(folder / f"{i:03d}.{fmt.lower()}", format=fmt)
 
 
-def test_image_folder_with_classes_skips_unreadable_files(tmp_path, test_dev):
+def test_image_folder_with_classes_fails_on_an_unreadable_file_when_it_is_read(tmp_path, test_dev):
     raw = np.load(test_dev)
     _write_images(tmp_path / "cat", raw["images"][:3])
     _write_images(tmp_path / "dog", raw["images"][3:5], fmt="JPEG")
     (tmp_path / "dog" / "broken.png").write_bytes(b"not an image")
-    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
-        dataset = ImageFolderDataset(tmp_path)
-    assert dataset.classes == ["cat", "dog"] and len(dataset) == 5
-    assert [p.name for p, _ in dataset.skipped] == ["broken.png"]
+    dataset = ImageFolderDataset(tmp_path)  # lists the files, opens none
+    assert dataset.classes == ["cat", "dog"] and len(dataset) == 6
+    assert dataset.files[5].name == "broken.png"
+    with pytest.raises(ValueError, match=r"cannot read image file .*dog/broken\.png"):
+        fetch_batch(dataset, [5])
     images, labels = fetch_batch(dataset, [0, 4])
     assert labels.tolist() == [0, 1]
     # PNG is lossless: exactly the stored pixels.
@@ -125,7 +126,7 @@ def test_image_folder_flat_resize_and_size_mismatch(tmp_path, test_dev):
     assert images.shape == (3, 3, 16, 16)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
-    with pytest.raises(ValueError, match="no readable images"):
+    with pytest.raises(ValueError, match="no images with suffix"):
         ImageFolderDataset(tmp_path / "empty")
 
 

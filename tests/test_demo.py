@@ -176,7 +176,7 @@ def _bad_inputs(tmp_path, samples):
     ("keys.npz", r"lacks the key\(s\) \['images', 'labels'\]"),
     ("labels.npz", r"labels must be CIFAR-10 class indices in \[0, 9\], got range \[1, 12\]"),
     ("classes.npz", r"are not CIFAR-10's"),
-    ("empty", r"no readable images"),
+    ("empty", r"no images with suffix"),
     ("flat", r"has no class subfolders"),
     ("dragons", r"\['dragon'\] are not CIFAR-10 classes"),
     ("notes.txt", r"give a folder of class subfolders or an \.npz"),

@@ -136,3 +136,18 @@ def test_layers_point_one_way():
             offending = sorted(name for name in _imports(path) if name.startswith("impure.evaluation"))
             assert not offending, f"{path.relative_to(ROOT)} imports {offending}"
     assert "impure.evaluation.report" not in _imports(source / "evaluation" / "plots.py")
+
+
+def test_cli_turns_user_mistakes_into_one_line_errors_and_lets_bugs_show(tmp_path, capsys, monkeypatch):
+    from impure.cli import main
+    from impure.cli import purify as purify_command
+
+    assert main(["purify", str(tmp_path / "missing.png"), "-o", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.strip().startswith("impure purify: error: no such file or folder")
+
+    def bug(args):
+        raise TypeError("an internal bug")
+
+    monkeypatch.setattr(purify_command, "run", bug)
+    with pytest.raises(TypeError, match="an internal bug"):
+        main(["purify", str(tmp_path), "-o", str(tmp_path / "out")])

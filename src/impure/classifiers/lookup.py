@@ -109,7 +109,7 @@ def _call_factory(spec: str) -> nn.Module:
         raise ValueError(f"{module_name} has no callable {attribute!r} (classifier {spec!r})")
     model = factory()
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{spec}() must return an nn.Module, got {type(model).__name__}")
+        raise ValueError(f"{spec}() must return an nn.Module, got {type(model).__name__}")
     return model
 
 

@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_cpu_allocator()  # a CLI process is one job: keep its large CPU buffers for reuse
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, OSError) as error:
+    except (ValueError, OSError) as error:  # user mistakes (bad values, missing files); bugs keep their traceback
         print(f"impure {args.command}: error: {error}", file=sys.stderr)
         return 1
 
