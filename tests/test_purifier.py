@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from impure import Purifier, PurifierConfig, list_presets
+from impure.model.masking import lattice_group_ids
 
 
 def tiny(**overrides) -> Purifier:
@@ -62,11 +65,17 @@ def test_generator_makes_noise_reproducible_and_noise_replays():
         first = purifier(images, generator=torch.Generator().manual_seed(7))
         again = purifier(images, generator=torch.Generator().manual_seed(7))
         other = purifier(images, generator=torch.Generator().manual_seed(8))
+        # The same draws replayed: image noise first, then the feature noise, which the purifier draws in
+        # grouped order and takes in raster order when replayed.
+        generator = torch.Generator().manual_seed(7)
+        image_noise = torch.randn(2, 3, 32, 32, generator=generator)
+        grouped = torch.randn(2, 64, 32, generator=generator)
+        raster = grouped[:, purifier.layout(images, None).inverse[0]]
+        replayed = purifier(images, image_noise=image_noise, feature_noise=raster)
         zero_noise = purifier(images, image_noise=torch.zeros(2, 3, 32, 32), feature_noise=torch.zeros(2, 64, 32))
-        zero_again = purifier(images, image_noise=torch.zeros(2, 3, 32, 32), feature_noise=torch.zeros(2, 64, 32))
-    assert torch.equal(first, again)
-    assert not torch.equal(first, other)
-    assert torch.equal(zero_noise, zero_again)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    torch.testing.assert_close(replayed, first, atol=1e-6, rtol=0)
+    assert not torch.allclose(zero_noise, first, atol=1e-3)  # the replayed noise is used
 
 
 def test_token_mode_is_deterministic():
@@ -89,22 +98,85 @@ def test_training_mode_draws_random_partitions_and_windows():
     assert not torch.equal(first, second)
 
 
-def test_lattice_partition_interleaves_groups():
+def test_lattice_partition_interleaves_groups_and_uses_the_centred_window():
     purifier = tiny(mask_mode="token")
-    layout = purifier.layout(torch.rand(1, 3, 32, 32), None)
+    images = torch.rand(2, 3, 32, 32)
+    layout = purifier.layout(images, None)
     groups = torch.empty(64, dtype=torch.long)
     groups[layout.order[0]] = torch.arange(4).repeat_interleave(16)
     expected = torch.tensor([[0, 1] * 4, [2, 3] * 4] * 4).reshape(-1)
     assert torch.equal(groups, expected)
+    # An 8 x 8 patch grid in the 16 x 16 position table: the window starts at row and column 4.
+    rows, cols = layout.order[0] // 8, layout.order[0] % 8
+    assert torch.equal(layout.positions[0], (rows + 4) * 16 + (cols + 4))
+    assert layout.lattice2x2 and purifier.layout(images, None) is layout  # built once, then cached
+    # The reshapes that group and ungroup the 2x2 lattice agree with the index tensors.
+    gathered = dataclasses.replace(layout, lattice2x2=False)
+    with torch.no_grad():
+        normalized = (images - purifier.mean) / purifier.std
+        assert torch.equal(purifier.embed(normalized, layout), purifier.embed(normalized, gathered))
+        patches = torch.rand(2, 64, 48)
+        assert torch.equal(purifier.unpatchify(patches, layout), purifier.unpatchify(patches, gathered))
+
+
+@pytest.mark.parametrize("groups", [2, 3, 4])
+def test_information_mask_a_group_never_sees_its_own_pixels(groups):
+    """Token mode without the output convolution: a patch group's output pixels have exactly zero gradient
+    with respect to that group's own input pixels, and a non-zero one with respect to the others'."""
+    purifier = tiny(mask_mode="token", output_conv=False, num_groups=groups)
+    side = 24 if groups == 3 else 32  # a 6 x 6 grid splits into 3 lattice groups, an 8 x 8 one into 2 or 4
+    images = torch.rand(1, 3, side, side, requires_grad=True)
+    rows = side // 4
+    group_of = lattice_group_ids(rows, rows, groups).view(rows, rows)
+    pixel_group = group_of.repeat_interleave(4, 0).repeat_interleave(4, 1)  # (side, side)
+    output = purifier(images, clamp=False)
+    for group in range(groups):
+        own = pixel_group == group
+        (grad,) = torch.autograd.grad(output[..., own].sum(), images, retain_graph=True)
+        assert torch.count_nonzero(grad[..., own]) == 0
+        assert grad[..., ~own].abs().sum() > 0
+
+
+def test_random_partitions_at_evaluation_follow_the_generator():
+    purifier = tiny(mask_mode="token", partition="random")
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        first = purifier(images, generator=torch.Generator().manual_seed(0))
+        again = purifier(images, generator=torch.Generator().manual_seed(0))
+        other = purifier(images, generator=torch.Generator().manual_seed(1))
+        lattice = tiny(mask_mode="token")
+        lattice.load_state_dict(purifier.state_dict())
+        fixed = lattice(images)
+    assert torch.equal(first, again) and not torch.allclose(first, other, atol=1e-4)
+    assert not torch.allclose(first, fixed, atol=1e-4)
+    layout = purifier.layout(images, torch.Generator().manual_seed(0))
+    assert layout.order.shape == (2, 64) and not layout.lattice2x2
+
+
+def test_a_config_without_fusion_taps_uses_the_last_block_alone():
+    purifier = tiny(mask_mode="token", fusion_taps=())
+    assert len(purifier.fusion_proj) == 0
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        out = purifier(images)
+        tokens = purifier.embed((images - purifier.mean) / purifier.std, purifier.layout(images, None))
+        x = tokens.reshape(8, 16, -1)
+        x = torch.cat([purifier.cls_token.expand(8, -1, -1), x], dim=1)
+        for block in purifier.encoder_blocks:
+            x = block(x)
+        cls, features = purifier.encode(tokens)
+    assert out.shape == images.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(features, purifier.encoder_norm(x)[:, 1:].reshape(2, 64, -1))
 
 
 def test_clamp_option():
     purifier = tiny()
+    images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        raw = purifier(torch.rand(2, 3, 32, 32), generator=torch.Generator().manual_seed(0), clamp=False)
-        clamped = purifier(torch.rand(2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+        raw = purifier(images, generator=torch.Generator().manual_seed(0), clamp=False)
+        clamped = purifier(images, generator=torch.Generator().manual_seed(0))
     assert raw.min() < 0 or raw.max() > 1  # an untrained model overshoots
-    assert clamped.min() >= 0 and clamped.max() <= 1
+    assert torch.equal(clamped, raw.clamp(0, 1))
 
 
 def test_sizes_off_the_patch_grid_are_padded_and_cropped():

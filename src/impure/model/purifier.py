@@ -366,6 +366,8 @@ class Purifier(
         tapped: n tensors (N, T, D), in `fusion_taps` order; last: (N, T, D) -> (N, T, D).
         """
         weights = self.fusion_logits.softmax(dim=0)
+        if not tapped:  # no fusion taps: the last block's output alone (its weight is softmax of one logit, 1)
+            return weights[-1] * last
         pairs = list(zip(weights[:-1], self.fusion_proj, strict=True))
         proj_weight = torch.cat([w * proj.weight for w, proj in pairs], dim=1)
         proj_bias = sum(w * proj.bias for w, proj in pairs)
