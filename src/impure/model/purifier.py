@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import nn
 from .._checks import check_images, should_check_inputs
 from .._random import per_sample
 from ..config import PurifierConfig
-from .layers import TransformerBlock, sincos_position_table
+from .layers import QueryBlock, sincos_position_table, vit_block
 from .masking import lattice_partition, linear_noise_schedule, random_partition, window_rows
 
 __all__ = ["Purifier"]
@@ -81,7 +82,7 @@ class Purifier(
         self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.encoder_blocks = nn.ModuleList(
-            TransformerBlock(width, config.encoder_heads, config.mlp_ratio, eps) for _ in range(config.encoder_depth)
+            vit_block(width, config.encoder_heads, config.mlp_ratio, eps) for _ in range(config.encoder_depth)
         )
         self.fusion_proj = nn.ModuleList(nn.Linear(width, width) for _ in config.fusion_taps)
         self.fusion_logits = nn.Parameter(torch.ones(len(config.fusion_taps) + 1))
@@ -92,9 +93,11 @@ class Purifier(
         self.decoder_cls_embed = nn.Linear((groups - 1) * width, dec_width)
         if config.mask_mode == "token":
             self.mask_token = nn.Parameter(torch.zeros(1, 1, dec_width))
+        # The last decoder block computes only the hidden tokens (see `decode`).
         self.decoder_blocks = nn.ModuleList(
-            TransformerBlock(dec_width, config.decoder_heads, config.mlp_ratio, eps)
-            for _ in range(config.decoder_depth)
+            [vit_block(dec_width, config.decoder_heads, config.mlp_ratio, eps) for _ in range(config.decoder_depth - 1)]
+            + [QueryBlock(dec_width, config.decoder_heads, config.mlp_ratio, qkv_bias=True,
+                          norm_layer=partial(nn.LayerNorm, eps=eps))]
         )
         self.decoder_norm = nn.LayerNorm(dec_width, eps=eps)
         self.decoder_pred = nn.Linear(dec_width, patch * patch * 3)
