@@ -132,3 +132,24 @@ def test_unavailable_id_gives_a_clear_error(tmp_path):
         Purifier.from_pretrained("./not/a/folder")
     with pytest.raises(FileNotFoundError, match="no bundled weights named 'impure/no-such-net'"):
         Purifier.from_pretrained("impure/no-such-net")  # the bundled namespace is never looked up on the Hub
+
+
+def test_loading_goes_through_the_hub_mixin_hook_and_names_without_org_fail_at_once(tmp_path, monkeypatch):
+    import time
+
+    folder = _saved(tmp_path)
+    calls = []
+    original = Purifier._from_pretrained.__func__
+
+    def spy(cls, **kwargs):
+        calls.append(sorted(kwargs))
+        return original(cls, **kwargs)
+
+    monkeypatch.setattr(Purifier, "_from_pretrained", classmethod(spy))
+    loaded = Purifier.from_pretrained(folder, force_download=True, dtype=torch.float64, image_noise_t=7)
+    assert loaded.dtype == torch.float64 and loaded.config.image_noise_t == 7
+    assert {"model_id", "force_download", "revision", "cache_dir", "token", "config"} <= set(calls[0])
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match="a Hugging Face Hub id has the form 'org/name'"):
+        Purifier.from_pretrained("cifar10-s")  # neither a folder nor a bundled name: no Hub lookup
+    assert time.perf_counter() - start < 1

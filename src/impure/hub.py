@@ -9,7 +9,7 @@ import torch
 
 from ._atomic import atomic_path
 
-__all__ = ["bundled_names", "resolve_pretrained", "save_file_atomic"]
+__all__ = ["bundled_names", "resolve_local", "resolve_pretrained", "save_file_atomic"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -24,11 +24,41 @@ def bundled_names() -> list[str]:
     return sorted(BUNDLED_PREFIX + d.name for d in BUNDLED_ROOT.iterdir() if (d / CONFIG_NAME).is_file())
 
 
+def resolve_local(name_or_path: str | os.PathLike) -> str:
+    """A name as the Hub mixin should see it: a bundled name becomes its folder inside the package; a
+    folder or a Hub id ("org/name") is kept.
+
+    Raises:
+        FileNotFoundError: at once, without a Hub lookup, for a bundled name that is not shipped, or a
+            name that can only be a path (it starts with ".", "/" or "~", or has no "org/" part).
+    """
+    name = str(name_or_path)
+    if Path(name).is_dir():
+        return name
+    if name.startswith(BUNDLED_PREFIX):  # the bundled namespace never falls through to the Hub
+        folder = BUNDLED_ROOT / name[len(BUNDLED_PREFIX):]
+        if (folder / CONFIG_NAME).is_file():
+            return str(folder)
+        raise FileNotFoundError(
+            f"no bundled weights named {name!r}; bundled: {', '.join(bundled_names()) or 'none yet'}. "
+            "Pass a folder written by save_pretrained or a Hugging Face Hub id instead."
+        )
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise FileNotFoundError(f"no such folder: {name}")
+    if "/" not in name:
+        raise FileNotFoundError(
+            f"{name!r} is not a folder, and not a bundled name (bundled: {', '.join(bundled_names()) or 'none'}); "
+            "a Hugging Face Hub id has the form 'org/name'"
+        )
+    return name
+
+
 def resolve_pretrained(
     name_or_path: str | os.PathLike,
     *,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    force_download: bool = False,
     local_files_only: bool = False,
     token: str | bool | None = None,
 ) -> tuple[Path, Path]:
@@ -40,19 +70,10 @@ def resolve_pretrained(
     Raises:
         FileNotFoundError: none of the three provides the files; the message names the id.
     """
-    name = str(name_or_path)
-    folder = Path(name)
-    if folder.is_dir():
-        return _files_in(folder, f"folder {folder}")
-    if name.startswith(BUNDLED_PREFIX):  # the bundled namespace never falls through to the Hub
-        if (BUNDLED_ROOT / name[len(BUNDLED_PREFIX):] / CONFIG_NAME).is_file():
-            return _files_in(BUNDLED_ROOT / name[len(BUNDLED_PREFIX):], f"bundled weights {name}")
-        raise FileNotFoundError(
-            f"no bundled weights named {name!r}; bundled: {', '.join(bundled_names()) or 'none yet'}. "
-            "Pass a folder written by save_pretrained or a Hugging Face Hub id instead."
-        )
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise FileNotFoundError(f"no such folder: {name}")
+    name = resolve_local(name_or_path)
+    if Path(name).is_dir():
+        bundled = str(name_or_path).startswith(BUNDLED_PREFIX) and not Path(str(name_or_path)).is_dir()
+        return _files_in(Path(name), f"bundled weights {name_or_path}" if bundled else f"folder {name}")
 
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HFValidationError
@@ -60,7 +81,7 @@ def resolve_pretrained(
     try:
         paths = [
             Path(hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir,
-                                 local_files_only=local_files_only, token=token))
+                                 force_download=force_download, local_files_only=local_files_only, token=token))
             for filename in (CONFIG_NAME, WEIGHTS_NAME)
         ]
     except HFValidationError as error:

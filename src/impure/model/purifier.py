@@ -23,6 +23,8 @@ from .masking import lattice_partition, linear_noise_schedule, random_partition,
 
 __all__ = ["Purifier"]
 
+_HUB_ARGUMENTS = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+
 
 @dataclass
 class PatchLayout:
@@ -136,46 +138,53 @@ class Purifier(
 
     # ------------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        *,
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        **config_overrides: Any,
-    ) -> Purifier:
-        """Load a purifier from a local folder, a bundled name ("impure/cifar10-s") or a Hub id.
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> Purifier:
+        """Load a purifier from a local folder, a bundled name ("impure/cifar10-s") or a Hub id ("org/name").
 
-        Only `model.safetensors` is read, strictly: a missing, unexpected or mis-shaped tensor, or an
-        unknown config field, is an error that names it.
+        The Hugging Face mixin's loader, with its arguments (`revision`, `cache_dir`, `force_download`,
+        `local_files_only`, `token`). Only `model.safetensors` is read, strictly: a missing, unexpected or
+        mis-shaped tensor, or an unknown config field, is an error that names it. Bundled names and local
+        paths never reach the Hub (the mixin would look them up there first).
 
         Args:
-            pretrained_model_name_or_path: folder, bundled name or Hub id ("org/name").
+            pretrained_model_name_or_path: folder, bundled name or Hub id.
             device: where to put the model ("auto", "cuda", "cpu", ...); the CPU if omitted.
             dtype: e.g. `torch.bfloat16` for half-precision inference.
-            revision, cache_dir, local_files_only, token: passed to the Hugging Face Hub download.
-            config_overrides: config fields to change that do not affect the weights' shapes, e.g.
-                `image_noise_t=300` or `partition="random"`.
+            **kwargs: the mixin's download arguments, and config fields to change that do not affect the
+                weights' shapes, e.g. `image_noise_t=300` or `partition="random"`.
         """
+        from ..hub import resolve_local, resolve_pretrained
+
+        source = resolve_local(pretrained_model_name_or_path)
+        if not Path(source).is_dir():
+            # A Hub id: fetch it (or find it in the cache) here, with an error that names the id, then let
+            # the mixin read the cached files.
+            hub = {k: kwargs.pop(k) for k in _HUB_ARGUMENTS if k in kwargs}
+            resolve_pretrained(source, **hub)
+            kwargs.update(revision=hub.get("revision"), cache_dir=hub.get("cache_dir"), token=hub.get("token"),
+                          local_files_only=True)
+        return super().from_pretrained(source, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
+                         force_download: bool, local_files_only: bool, token: str | bool | None,
+                         config: Any = None, device: str | torch.device | None = None,
+                         dtype: torch.dtype | None = None, **config_overrides: Any) -> Purifier:
+        """The mixin's hook: read config.json and model.safetensors (from the folder, or the Hub and its
+        cache), build the purifier strictly, in eval mode, on `device` in `dtype`."""
         from .._state import load_state_dict_strict
         from ..device import select_device
         from ..hub import resolve_pretrained
 
         config_path, weights_path = resolve_pretrained(
-            pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+            model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
             local_files_only=local_files_only, token=token,
         )
-        config = PurifierConfig.from_json(str(config_path))
+        purifier_config = PurifierConfig.from_json(str(config_path))  # strict: unknown fields are errors
         if config_overrides:
-            config = config.replace(**config_overrides)
-        model = cls(config)
-        from safetensors.torch import load_file
-
-        load_state_dict_strict(model, load_file(str(weights_path)), str(pretrained_model_name_or_path))
+            purifier_config = purifier_config.replace(**config_overrides)
+        model = cls(purifier_config)
+        load_state_dict_strict(model, weights_path, model_id)
         model.eval()
         return model.to(device=select_device(device) if device is not None else None, dtype=dtype)
 
