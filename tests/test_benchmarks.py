@@ -120,3 +120,24 @@ def test_start_reports_on_a_later_slice_of_the_test_images(bench, shared_dir, ca
     with torch.no_grad():
         expected = (classifier(images[490:]).argmax(1) == labels[490:]).float().mean().item()
     assert result.num_images == 10 and result.clean_accuracy == pytest.approx(expected)
+
+
+def test_training_curve_concatenates_runs_by_images_seen(monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib", reason="the curve's PNG needs matplotlib (the plots extra)")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import training_curve
+
+    runs = []
+    for name, batch, records in (("a", 32, [(100, 0.5), (200, 0.6)]), ("b", 64, [(50, 0.7)])):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "train_config.json").write_text(json.dumps({"optim": {"batch_size": batch, "grad_accum": 1}}))
+        lines = [{"step": s, "val/accuracy": a, "val_adv/accuracy": a - 0.1, "val/psnr": 25.0} for s, a in records]
+        lines.insert(0, {"step": 10, "total": 1.0})
+        (run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        runs.append(str(run))
+    out = tmp_path / "curve"
+    assert training_curve.main([*runs, "--offset", "1000", "--out", str(out)]) == 0
+    points = json.loads(out.with_suffix(".json").read_text())["points"]
+    assert [p["images"] for p in points] == [1000 + 3200, 1000 + 6400, 1000 + 6400 + 3200]
+    assert out.with_suffix(".png").stat().st_size > 1000

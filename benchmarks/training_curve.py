@@ -1,0 +1,92 @@
+"""The training curve of a campaign: validation accuracy through the purifier (clean and grey-box) and PSNR
+against the training images seen, from the runs' log.jsonl files, as a PNG and its data (JSON).
+
+    python benchmarks/training_curve.py runs/cifar10-campaign [more run folders, in order] \
+        --offset 30432 --out benchmarks/results/campaign-cifar10/curve
+
+Each run folder holds the Trainer's log.jsonl and train_config.json (for the global batch). Runs are
+concatenated in the order given; --offset counts the images the starting weights had already seen (30,432
+for impure/cifar10-s: 151 x 32 pre-training + 800 x 32 fine-tuning images). Needs matplotlib for the PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from impure._atomic import atomic_write
+
+METRICS = {"val/accuracy": "clean accuracy through the purifier", "val_adv/accuracy": "grey-box PGD-10 accuracy",
+           "val/psnr": "PSNR (dB)"}
+
+
+def read_points(runs: list[Path], offset: int) -> list[dict]:
+    """Validation records of the runs, with `images` = training images seen when each was taken."""
+    points, seen = [], offset
+    for run in runs:
+        config = json.loads((run / "train_config.json").read_text())
+        optim = config["optim"]
+        per_step = optim["batch_size"] * optim["grad_accum"]  # the log's throughput counts all processes
+        last_step = 0
+        for line in (run / "log.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            last_step = max(last_step, record.get("step", 0))
+            if "val/psnr" in record:
+                points.append({"run": run.name, "step": record["step"], "images": seen + record["step"] * per_step,
+                               **{k: record[k] for k in METRICS if k in record}})
+        seen += last_step * per_step
+    return points
+
+
+def plot(points: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, accuracy = plt.subplots(figsize=(7, 4))
+    images = [p["images"] / 1000 for p in points]
+    for key, style in (("val/accuracy", "o-"), ("val_adv/accuracy", "s-")):
+        accuracy.plot(images, [100 * p[key] for p in points], style, label=METRICS[key])
+    accuracy.set_xlabel("training images seen (thousands)")
+    accuracy.set_ylabel("ResNet-56 accuracy (%)")
+    fidelity = accuracy.twinx()
+    fidelity.plot(images, [p["val/psnr"] for p in points], "^--", color="tab:green", label=METRICS["val/psnr"])
+    fidelity.set_ylabel("PSNR (dB)")
+    lines = accuracy.get_legend_handles_labels()[0] + fidelity.get_legend_handles_labels()[0]
+    labels = accuracy.get_legend_handles_labels()[1] + fidelity.get_legend_handles_labels()[1]
+    accuracy.legend(lines, labels, loc="lower right", fontsize=8)
+    accuracy.set_title(title, fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders, in training order")
+    parser.add_argument("--offset", type=int, default=0, help="training images the starting weights had seen")
+    parser.add_argument("--out", type=Path, required=True, help="output stem: writes STEM.png and STEM.json")
+    parser.add_argument("--title", default="impure/cifar10 campaign: validation on test_dev 0-249 (ResNet-56, "
+                                           "never trained with)")
+    args = parser.parse_args(argv)
+    missing = [str(run) for run in args.runs if not (run / "log.jsonl").is_file()]
+    if missing:
+        print(f"no log.jsonl in {missing}", file=sys.stderr)
+        return 2
+    points = read_points(args.runs, args.offset)
+    if not points:
+        print("the runs have no validation records yet", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out.with_suffix(".json"), json.dumps({"offset": args.offset, "points": points}, indent=1) + "\n")
+    plot(points, args.out.with_suffix(".png"), args.title)
+    print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.json')} ({len(points)} points)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
