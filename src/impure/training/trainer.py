@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,36 @@ def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str,
         elif isinstance(value, dict) and isinstance(merged[key], dict) and key in _SECTIONS:
             merged[key] = _with_defaults(merged[key], value)
     return merged
+
+
+@dataclass
+class _Run:
+    """What one `fit` works with: the models, the optimisation state, the data and the log window."""
+
+    ctx: DistributedContext
+    device: torch.device
+    optim: Any  # the config's OptimConfig
+    purifier: Purifier
+    model: nn.Module  # the purifier as trained: compiled and/or wrapped for data parallelism
+    loss_fn: PurificationLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: ModelEmaV3 | None
+    evaluated: Purifier  # the weights validated and saved: the EMA's, if any
+    autocast_dtype: torch.dtype | None
+    paired: bool
+    attacks: list
+    plan: BatchPlan
+    batches: Any  # an endless iterator of batches
+    val_sets: dict[str, tuple[torch.Tensor, ...]]
+    log_path: Path
+    bar: Any  # tqdm
+    step: int  # the step the run starts from
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # loss terms of the log window
+    window_steps: int = 0
+    window_images: int = 0
+    window_start: float = field(default_factory=time.perf_counter)
 
 
 class Trainer:
@@ -168,6 +199,24 @@ class Trainer:
 
     def _fit(self, ctx: DistributedContext, device: torch.device, resume: bool, stop_after: int | None,
              time_limit: float | None) -> dict[str, Any]:
+        run = self._setup(ctx, device, resume)
+        step, started = run.step, time.perf_counter()
+        end = run.optim.steps if stop_after is None else min(run.optim.steps, stop_after)
+        while step < end:
+            self._train_step(run, step)
+            step += 1
+            last = step == end
+            self._log(run, step, last)
+            self._maybe_validate(run, step)
+            timed_out = time_limit is not None and ctx.any(time.perf_counter() - started > time_limit, device)
+            self._maybe_checkpoint(run, step, force=last or timed_out)
+            if timed_out:
+                break
+        return self._finish(run, step)
+
+    # ---------------------------------------------------------------------------------------------- setup
+    def _setup(self, ctx: DistributedContext, device: torch.device, resume: bool) -> _Run:
+        """Build everything a run needs, restore the checkpoint when resuming, write the config copy."""
         config, optim = self.config, self.config.optim
         dtype = select_dtype(config.precision, device, training=True)
         autocast_dtype = None if dtype == torch.float32 else dtype
@@ -194,77 +243,91 @@ class Trainer:
         if ctx.enabled:
             device_ids = [device.index] if device.type == "cuda" else None
             model = DistributedDataParallel(model, device_ids=device_ids)
-        evaluated = purifier if ema is None else ema.module  # the weights validated and saved
         plan = BatchPlan(len(dataset), optim.batch_size, ctx.world_size, ctx.rank, config.seed)
-        batches = plan.batches(dataset, step * optim.grad_accum, config.data.num_workers)
-        val_sets = self._validation_set(device) if ctx.is_main else {}
         log_path = self.output_dir / LOG_NAME
         if ctx.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2))
             self._truncate_log(log_path, step)
-        end = optim.steps if stop_after is None else min(optim.steps, stop_after)
         bar = tqdm(total=optim.steps, initial=step, disable=not (ctx.is_main and config.log.progress),
                    desc=f"{config.stage}", unit="step", dynamic_ncols=True)
-        sums: dict[str, torch.Tensor] = {}
-        window_start, window_steps, window_images, started = time.perf_counter(), 0, 0, time.perf_counter()
-        while step < end:
-            seed = _step_seed(config.seed, step)
-            torch.manual_seed(seed)
-            generator = torch.Generator(device=device).manual_seed(seed)
-            augment_generator = torch.Generator().manual_seed(seed)
-            for micro in range(optim.grad_accum):
-                with batch_slice(ctx.rank * optim.batch_size, ctx.world_size * optim.batch_size):
-                    inputs, targets, labels = self._next_batch(
-                        batches, paired, attacks, step * optim.grad_accum + micro, augment_generator, device)
-                    sync = not ctx.enabled or micro == optim.grad_accum - 1
-                    no_sync = contextlib.nullcontext() if sync else model.no_sync()
-                    with no_sync, self._autocast(device, autocast_dtype):
-                        purified = model(inputs, generator=generator, clamp=False)
-                        terms = loss_fn(purified.float(), targets, inputs, labels, generator=generator)
-                    scaler.scale(terms["total"] / optim.grad_accum).backward()
-                    for name, value in terms.items():  # kept on the device: no synchronisation per step
-                        sums[name] = sums.get(name, 0.0) + value.detach().double() / optim.grad_accum
-            if optim.grad_clip:
-                scaler.unscale_(optimizer)
-                norm = torch.nn.utils.clip_grad_norm_(purifier.parameters(), optim.grad_clip)
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm.detach().double()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            if ema is not None:
-                ema.update(purifier, step=step)
-            step += 1
-            window_steps += 1
-            window_images += optim.batch_size * optim.grad_accum * ctx.world_size
-            bar.update(1)
-            last = step == end
-            if step % max(config.log.every, 1) == 0 or last:
-                record = self._log_record(ctx, sums, window_steps, window_images, window_start)
-                record = {"step": step, "epoch": plan.position(step * optim.grad_accum)[0],
-                          "lr": scheduler.get_last_lr()[0], **record}
-                sums, window_steps, window_images, window_start = {}, 0, 0, time.perf_counter()
-                if ctx.is_main:
-                    bar.set_postfix(loss=f"{record['total']:.4f}", img_s=f"{record['images_per_s']:.1f}")
-                    self._record(log_path, record)
-            validate_now = (config.log.val_every and step % config.log.val_every == 0) or step == optim.steps
-            if ctx.is_main and val_sets and validate_now:
-                validation_start = time.perf_counter()
-                record = {"step": step, **self._validate(evaluated, val_sets)}
-                window_start += time.perf_counter() - validation_start  # throughput counts training only
-                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                   for k, v in record.items()))
-                self._record(log_path, record)
-            timed_out = time_limit is not None and ctx.any(time.perf_counter() - started > time_limit, device)
-            if (config.log.checkpoint_every and step % config.log.checkpoint_every == 0) or last or timed_out:
-                self._checkpoint(ctx, purifier, optimizer, scheduler, scaler, ema, step)
-            if timed_out:
-                break
-        bar.close()
-        finished = step >= optim.steps
-        model_dir = self._save_model(evaluated) if finished and ctx.is_main else None
-        ctx.barrier()
+        return _Run(
+            ctx=ctx, device=device, optim=optim, purifier=purifier, model=model, loss_fn=loss_fn,
+            optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema,
+            evaluated=purifier if ema is None else ema.module, autocast_dtype=autocast_dtype, paired=paired,
+            attacks=attacks, plan=plan, batches=plan.batches(dataset, step * optim.grad_accum, config.data.num_workers),
+            val_sets=self._validation_set(device) if ctx.is_main else {}, log_path=log_path, bar=bar, step=step,
+        )
+
+    # ---------------------------------------------------------------------------------------------- the loop
+    def _train_step(self, run: _Run, step: int) -> None:
+        """One optimizer step: its micro-batches' forward and backward, clipping, AdamW, schedule, EMA."""
+        optim, ctx = run.optim, run.ctx
+        seed = _step_seed(self.config.seed, step)
+        torch.manual_seed(seed)
+        generator = torch.Generator(device=run.device).manual_seed(seed)
+        augment_generator = torch.Generator().manual_seed(seed)
+        for micro in range(optim.grad_accum):
+            with batch_slice(ctx.rank * optim.batch_size, ctx.world_size * optim.batch_size):
+                inputs, targets, labels = self._next_batch(
+                    run.batches, run.paired, run.attacks, step * optim.grad_accum + micro, augment_generator,
+                    run.device)
+                sync = not ctx.enabled or micro == optim.grad_accum - 1
+                no_sync = contextlib.nullcontext() if sync else run.model.no_sync()
+                with no_sync, self._autocast(run.device, run.autocast_dtype):
+                    purified = run.model(inputs, generator=generator, clamp=False)
+                    terms = run.loss_fn(purified.float(), targets, inputs, labels, generator=generator)
+                run.scaler.scale(terms["total"] / optim.grad_accum).backward()
+                for name, value in terms.items():  # kept on the device: no synchronisation per step
+                    run.sums[name] = run.sums.get(name, 0.0) + value.detach().double() / optim.grad_accum
+        if optim.grad_clip:
+            run.scaler.unscale_(run.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(run.purifier.parameters(), optim.grad_clip)
+            run.sums["grad_norm"] = run.sums.get("grad_norm", 0.0) + norm.detach().double()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update(run.purifier, step=step)
+        run.window_steps += 1
+        run.window_images += optim.batch_size * optim.grad_accum * ctx.world_size
+        run.bar.update(1)
+
+    def _log(self, run: _Run, step: int, last: bool) -> None:
+        """Every `log.every` steps (and at the last): the window's mean loss terms and throughput."""
+        if step % max(self.config.log.every, 1) and not last:
+            return
+        record = self._log_record(run.ctx, run.sums, run.window_steps, run.window_images, run.window_start)
+        record = {"step": step, "epoch": run.plan.position(step * run.optim.grad_accum)[0],
+                  "lr": run.scheduler.get_last_lr()[0], **record}
+        run.sums, run.window_steps, run.window_images, run.window_start = {}, 0, 0, time.perf_counter()
+        if run.ctx.is_main:
+            run.bar.set_postfix(loss=f"{record['total']:.4f}", img_s=f"{record['images_per_s']:.1f}")
+            self._record(run.log_path, record)
+
+    def _maybe_validate(self, run: _Run, step: int) -> None:
+        """Every `log.val_every` steps and at the end of the schedule, on rank 0."""
+        every = self.config.log.val_every
+        if not (run.ctx.is_main and run.val_sets and ((every and step % every == 0) or step == run.optim.steps)):
+            return
+        validation_start = time.perf_counter()
+        record = {"step": step, **self._validate(run.evaluated, run.val_sets)}
+        run.window_start += time.perf_counter() - validation_start  # throughput counts training only
+        run.bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        self._record(run.log_path, record)
+
+    def _maybe_checkpoint(self, run: _Run, step: int, force: bool) -> None:
+        """Every `log.checkpoint_every` steps, and when forced (the last step, a time limit)."""
+        every = self.config.log.checkpoint_every
+        if force or (every and step % every == 0):
+            self._checkpoint(run.ctx, run.purifier, run.optimizer, run.scheduler, run.scaler, run.ema, step)
+
+    def _finish(self, run: _Run, step: int) -> dict[str, Any]:
+        run.bar.close()
+        finished = step >= run.optim.steps
+        model_dir = self._save_model(run.evaluated) if finished and run.ctx.is_main else None
+        run.ctx.barrier()
         last_train = next((r for r in reversed(self.history) if "total" in r), None)
         return {"step": step, "finished": finished, "metrics": last_train, "model_dir": model_dir}
 
