@@ -382,3 +382,18 @@ def test_cli_end_to_end(paths, tmp_path, capsys):
     assert "pass --force" in capsys.readouterr().err
     assert main([*argv[:-2], "--force", "--no-progress", "--threat", "grey-box"]) == 0
     assert [e["threat"] for e in json.loads((out / "result.json").read_text())["attacks"]] == ["grey-box"]
+
+
+def test_settings_group_the_options_and_keywords_override_them(model, data):
+    from impure.evaluation import EvaluationSettings
+
+    settings = EvaluationSettings(attacks=["fgsm"], threat="grey-box", eps=EPS, limit=4, progress=False)
+    images = (data[0][:8], data[1][:8])
+    grouped = evaluate(model, images, None, settings, device="cpu")
+    keywords = evaluate(model, images, None, attacks=["fgsm"], threat="grey-box", eps=EPS, limit=4,
+                        progress=False, device="cpu")
+    assert grouped.num_images == keywords.num_images == 4 and grouped.settings == keywords.settings
+    assert [a.robust_accuracy for a in grouped.attacks] == [a.robust_accuracy for a in keywords.attacks]
+    assert evaluate(model, images, None, settings, limit=2, device="cpu").num_images == 2  # a keyword overrides
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['epsilon'\]"):
+        evaluate(model, images, None, settings, epsilon=0.1)

@@ -3,13 +3,14 @@
 from impure.attacks.registry import DEFAULT_ATTACKS, attack_settings, build_attack, list_attacks
 from impure.evaluation.frontier import frontier_table, pareto_front
 from impure.evaluation.report import AttackResult, EvaluationResult, summary_table
-from impure.evaluation.runner import DEFAULT_EOT_SAMPLES, THREATS, evaluate
+from impure.evaluation.runner import DEFAULT_EOT_SAMPLES, THREATS, EvaluationSettings, evaluate
 from impure.evaluation.sources import load_data, resolve_classifier, resolve_purifier
 from impure.metrics import l2_norm, linf_norm, psnr
 
 __all__ = [
     "DEFAULT_ATTACKS",
     "DEFAULT_EOT_SAMPLES",
+    "EvaluationSettings",
     "THREATS",
     "AttackResult",
     "EvaluationResult",

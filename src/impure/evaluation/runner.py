@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +23,7 @@ from impure.evaluation.report import AttackResult, EvaluationResult
 from impure.evaluation.sources import load_data, resolve_classifier, resolve_purifier
 from impure.metrics import correct, l2_norm, linf_norm, psnr
 
-__all__ = ["DEFAULT_EOT_SAMPLES", "THREATS", "evaluate"]
+__all__ = ["DEFAULT_EOT_SAMPLES", "THREATS", "EvaluationSettings", "evaluate"]
 
 THREATS = ("grey-box", "white-box", "bpda")
 _THREAT_SETS = {"both": ("grey-box", "white-box"), "all": THREATS}
@@ -29,28 +31,50 @@ DEFAULT_EOT_SAMPLES = 8
 _PSNR_CAP = 100.0  # dB given to an image the defence leaves unchanged, so the mean stays finite
 
 
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What an evaluation measures: the threat models, the attacks and their budgets, EOT and the limits.
+
+    Every field is also a keyword of `evaluate`, e.g. `evaluate(..., attacks=["pgd"], eps=4/255)`.
+    """
+
+    attacks: Sequence[str] = DEFAULT_ATTACKS  # attack names (`impure.attacks.list_attacks()`)
+    threat: str | Sequence[str] = "both"  # "grey-box", "white-box", "bpda", "both", "all", or a list
+    eps: float = 8 / 255  # the ℓ∞ budget on the [0, 1] scale
+    steps: int | None = None  # iterations of every iterative attack (default: each attack's own)
+    attack_options: dict[str, dict[str, Any]] | None = None  # extra keyword arguments per attack name
+    eot_samples: int | None = None  # EOT passes per white-box step for a stochastic defence (default 8)
+    batch_size: int = 100  # images per batch, and the most images x EOT passes per forward pass
+    limit: int | None = None  # evaluate only the first `limit` images
+    seed: int | None = 0  # makes the run repeatable; None draws one, which the result records
+    keep_examples: int = 0  # example images kept per attack for `result.save_grid`
+    dtype: str = "fp32"  # precision of a purifier given by name (`impure.select_dtype`)
+    progress: bool = True  # show a progress bar
+
+    def check(self) -> tuple[tuple[str, ...], list[str], dict[str, dict[str, Any]]]:
+        """The threat models, the canonical attack names and the per-attack options; errors name the field."""
+        threats = _parse_threats(self.threat)
+        names = check_attack_names(self.attacks)
+        _check_arguments(self.eps, self.batch_size, self.eot_samples, self.keep_examples)
+        options = {key.lower(): value for key, value in (self.attack_options or {}).items()}
+        unknown = set(options) - set(names)
+        if unknown:
+            raise ValueError(f"attack_options names attacks that are not evaluated: {sorted(unknown)}")
+        return threats, names, options
+
+
 def evaluate(
     classifier: Any,
     data: Any,
     purifier: Any = None,
-    attacks: Sequence[str] = DEFAULT_ATTACKS,
-    threat: str | Sequence[str] = "both",
-    eps: float = 8 / 255,
+    settings: EvaluationSettings | None = None,
     *,
-    steps: int | None = None,
-    attack_options: dict[str, dict[str, Any]] | None = None,
-    batch_size: int = 100,
     device: str | torch.device = "auto",
-    eot_samples: int | None = None,
-    seed: int | None = 0,
-    limit: int | None = None,
     image_size: int | None = None,
     data_root: str | os.PathLike | None = None,
     classifier_weights: str | os.PathLike | None = None,
-    keep_examples: int = 0,
     adversarial_cache: dict | None = None,
-    progress: bool = True,
-    dtype: str = "fp32",
+    **overrides: Any,
 ) -> EvaluationResult:
     """Measure clean and robust accuracy of `classifier` behind `purifier` under ℓ∞ attacks.
 
@@ -69,6 +93,7 @@ def evaluate(
         data: (images, labels) tensors, an `.npz`, an image folder or a torchvision dataset name.
         purifier: None, an `nn.Module`, a baseline name ("jpeg75", "bits4", "median3") or a name/folder
             for `Purifier.from_pretrained`.
+        settings: an `EvaluationSettings`; its fields may also be given (or overridden) as keywords:
         attacks: attack names (see `impure.evaluation.list_attacks()`); default the paper's nine.
         threat: "grey-box", "white-box", "bpda", "both" (grey-box and white-box), "all", or a list.
         eps: ℓ∞ budget on the [0, 1] scale.
@@ -93,81 +118,86 @@ def evaluate(
         dtype: precision of a purifier given by name, as `impure.select_dtype` reads it ("fp32", "bf16",
             "fp16", "auto"); its output is cast back to float32 for the classifier.
     """
-    threats = _parse_threats(threat)
-    names = check_attack_names(attacks)
-    _check_arguments(eps, batch_size, eot_samples, keep_examples)
-    options = {key.lower(): value for key, value in (attack_options or {}).items()}
-    unknown = set(options) - set(names)
+    known = {f.name for f in dataclasses.fields(EvaluationSettings)}
+    unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"attack_options names attacks that are not evaluated: {sorted(unknown)}")
+        raise TypeError(f"evaluate() got unknown setting(s) {unknown}; EvaluationSettings has {sorted(known)}")
+    settings = dataclasses.replace(settings or EvaluationSettings(), **overrides)
+    threats, names, options = settings.check()
     dev = select_device(device)
     model, classifier_name = resolve_classifier(classifier, classifier_weights)
-    defence, defence_name = resolve_purifier(purifier, dtype=select_dtype(dtype, dev))
-    images, labels, data_name = load_data(data, limit=limit, image_size=image_size, data_root=data_root)
-    base_seed = seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()))
-    settings = {name: attack_settings(name, eps, steps, **options.get(name, {})) for name in names}
-    batches = [
-        (images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(images), batch_size)
-    ]
+    defence, defence_name = resolve_purifier(purifier, dtype=select_dtype(settings.dtype, dev))
+    images, labels, data_name = load_data(data, limit=settings.limit, image_size=image_size, data_root=data_root)
+    base_seed = settings.seed if settings.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+    attack_config = {name: attack_settings(name, settings.eps, settings.steps, **options.get(name, {}))
+                     for name in names}
+    size = settings.batch_size
+    batches = [(images[i: i + size], labels[i: i + size]) for i in range(0, len(images), size)]
     runs = threats if defence is not None else threats[:1]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
     modules = [m for m in (model, defence) if m is not None]
-    with (
-        eval_mode(*modules),
-        _forked_rng(dev),
-        tqdm(
-            total=len(batches) * (1 + len(runs) * len(names)),
-            desc="evaluate",
-            unit="batch",
-            disable=not progress,
-        ) as bar,
-    ):
+    total = len(batches) * (1 + len(runs) * len(names))
+    with (eval_mode(*modules), _forked_rng(dev),
+          tqdm(total=total, desc="evaluate", unit="batch", disable=not settings.progress) as bar):
         for module in modules:
             module.to(dev)
         run = _Run(model, defence, batches, base_seed, dev, bar)
-        cache_id = (classifier_name, data_name, len(images), batch_size, base_seed)
         clean = run.clean_pass()
         stochastic = defence is not None and _is_stochastic(defence, batches[0][0][:4].to(dev), base_seed)
-        eot = (eot_samples or DEFAULT_EOT_SAMPLES) if stochastic else 1
-        results, robust, examples = [], {}, {}
-        for threat_name in runs:
-            attack_model = _attack_model(threat_name, model, defence, eot, batch_size)
-            for name in names:
-                attack = build_attack(name, attack_model, eps, steps, **options.get(name, {}))
-                on_bare = attack_model is model
-                cache = adversarial_cache if on_bare else None
-                key = (*cache_id, name, repr(sorted(settings[name].items())))
-                entry, robust[threat_name, name], kept = run.attack_pass(
-                    attack, threat_name, name, clean["defended_correct"], keep_examples, on_bare, cache, key
-                )
-                results.append(entry)
-                if kept:
-                    examples[f"{threat_name}/{name}"] = kept
-    if defence is None:  # every threat model is the same attack on the same model
-        for threat_name in threats[1:]:
-            results += [
-                AttackResult(**{**vars(e), "threat": threat_name}) for e in results if e.threat == runs[0]
-            ]
-            robust.update({(threat_name, name): robust[runs[0], name] for name in names})
-            first = [(k.split("/")[1], v) for k, v in examples.items() if k.startswith(f"{runs[0]}/")]
-            examples.update({f"{threat_name}/{name}": v for name, v in first})
-
+        eot = (settings.eot_samples or DEFAULT_EOT_SAMPLES) if stochastic else 1
+        cache_id = (classifier_name, data_name, len(images), size, base_seed)
+        results, robust, examples = _attack_passes(run, runs, names, settings, options, attack_config, eot,
+                                                   clean["defended_correct"], adversarial_cache, cache_id)
+    if defence is None:
+        _copy_to_other_threats(threats, runs[0], names, results, robust, examples)
     return EvaluationResult(
-        classifier=classifier_name, defence=defence_name, data=data_name, num_images=len(images), eps=eps,
-        threats=list(threats), clean_accuracy=clean["clean_accuracy"],
+        classifier=classifier_name, defence=defence_name, data=data_name, num_images=len(images),
+        eps=settings.eps, threats=list(threats), clean_accuracy=clean["clean_accuracy"],
         defended_accuracy=clean["defended_accuracy"],
         psnr=clean["psnr"], images_per_second=clean["images_per_second"],
         classifier_images_per_second=clean["classifier_images_per_second"],
         peak_memory_mb=_peak_memory_mb(dev),
         device=str(dev), seed=base_seed, eot_samples=eot, stochastic_defence=stochastic,
-        settings={"attacks": settings, "batch_size": batch_size}, attacks=results,
+        settings={"attacks": attack_config, "batch_size": size}, attacks=results,
         worst_case={t: float(torch.stack([robust[t, n] for n in names]).all(0).float().mean())
                     for t in threats},
         mean={t: sum(float(robust[t, n].float().mean()) for n in names) / len(names) for t in threats},
         examples=examples,
     )  # fmt: skip
+
+
+def _attack_passes(run: _Run, runs: Sequence[str], names: list[str], settings: EvaluationSettings,
+                   options: dict[str, dict[str, Any]], attack_config: dict[str, dict[str, Any]], eot: int,
+                   defended_correct: torch.Tensor, adversarial_cache: dict | None,
+                   cache_id: tuple) -> tuple[list[AttackResult], dict, dict]:
+    """Every attack under every threat model: the results, the per-image robustness and kept examples."""
+    results, robust, examples = [], {}, {}
+    for threat_name in runs:
+        attack_model = _attack_model(threat_name, run.model, run.defence, eot, settings.batch_size)
+        for name in names:
+            attack = build_attack(name, attack_model, settings.eps, settings.steps, **options.get(name, {}))
+            on_bare = attack_model is run.model
+            cache = adversarial_cache if on_bare else None
+            key = (*cache_id, name, repr(sorted(attack_config[name].items())))
+            entry, robust[threat_name, name], kept = run.attack_pass(
+                attack, threat_name, name, defended_correct, settings.keep_examples, on_bare, cache, key
+            )
+            results.append(entry)
+            if kept:
+                examples[f"{threat_name}/{name}"] = kept
+    return results, robust, examples
+
+
+def _copy_to_other_threats(threats: tuple[str, ...], ran: str, names: list[str], results: list[AttackResult],
+                           robust: dict, examples: dict) -> None:
+    """Without a defence every threat model is the same attack on the same model: copy the one that ran."""
+    for threat_name in threats[1:]:
+        results += [AttackResult(**{**vars(e), "threat": threat_name}) for e in results if e.threat == ran]
+        robust.update({(threat_name, name): robust[ran, name] for name in names})
+        first = [(k.split("/")[1], v) for k, v in examples.items() if k.startswith(f"{ran}/")]
+        examples.update({f"{threat_name}/{name}": v for name, v in first})
 
 
 class _Run:
