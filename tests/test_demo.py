@@ -214,3 +214,20 @@ def test_demo_default_bundled_weights(tmp_path, capsys):
     assert all(total == 4 for _, total in _accuracies(captured.out).values())
     with Image.open(out) as grid:
         assert grid.width > grid.height
+
+
+def test_rerunning_the_demo_replaces_its_own_default_output(tmp_path, purifier_folder, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["demo", "--purifier", str(purifier_folder), "--device", "cpu", "--limit", "2", "--steps", "1"]
+    assert main(args) == 0
+    first = (tmp_path / "impure_demo.png").stat().st_mtime_ns
+    assert main(args) == 0  # the README's first command, a second time
+    assert (tmp_path / "impure_demo.png").stat().st_mtime_ns >= first
+
+
+def test_version_option(capsys):
+    import impure
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"impure {impure.__version__}"

@@ -42,9 +42,11 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; use device='auto' or 'cpu'")
+        raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; choose 'auto' or 'cpu' "
+                         "(--device auto / --device cpu on the command line)")
     if name == "mps" and not _mps_available():
-        raise ValueError(f"device {str(device)!r} was requested but Apple MPS is not available; use 'auto' or 'cpu'")
+        raise ValueError(f"device {str(device)!r} was requested but Apple MPS is not available; choose 'auto' or "
+                         "'cpu' (--device auto / --device cpu on the command line)")
     return torch.device(device)
 
 

@@ -14,9 +14,12 @@ _COMMAND_MODULES = ("convert", "purify", "train", "make_adversarial", "evaluate"
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the `impure` command with every sub-command registered."""
+    from impure import __version__
+
     parser = argparse.ArgumentParser(
         prog="impure", description="IMPure adversarial purification: purify, evaluate, train."
     )
+    parser.add_argument("--version", action="version", version=f"impure {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)

@@ -8,6 +8,8 @@ from pathlib import Path
 from ..demo import DEFAULT_CLASSIFIER, DEFAULT_PURIFIER
 from .evaluate import parse_eps
 
+DEFAULT_OUTPUT = Path("impure_demo.png")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,24 +37,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--batch-size", type=int, default=100, help="images per batch (default 100)")
     add("--seed", type=int, default=0, help="seed of the attack's start and the purifier's noise (default 0)")
     add("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
-    add("-o", "--output", type=Path, default=Path("impure_demo.png"),
-        help="PNG grid to write (default impure_demo.png)")
-    add("--force", action="store_true", help="overwrite the output file if it exists")
+    add("-o", "--output", type=Path, default=None,
+        help=f"PNG grid to write (default {DEFAULT_OUTPUT}, which a rerun replaces)")
+    add("--force", action="store_true", help="overwrite a file named with -o if it exists")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    if args.output.suffix.lower() != ".png":
-        raise ValueError(f"--output must be a .png file, got {args.output}")
-    if args.output.exists() and not args.force:
-        raise ValueError(f"{args.output} exists; pass --force to overwrite it, or choose another file with -o")
+    named = args.output is not None
+    output = args.output if named else DEFAULT_OUTPUT  # the demo's own default output is its to replace
+    if output.suffix.lower() != ".png":
+        raise ValueError(f"--output must be a .png file, got {output}")
+    if named and output.exists() and not args.force:
+        raise ValueError(f"{output} exists; pass --force to overwrite it, or choose another file with -o")
     print(f"impure demo: PGD ({args.steps} steps) on {args.classifier}, purified by {args.purifier}", flush=True)
     result = run_demo(args.input, purifier=args.purifier, classifier=args.classifier, strength=args.strength,
                       eps=args.eps, steps=args.steps, limit=args.limit, seed=args.seed, device=args.device,
                       batch_size=args.batch_size)
     print(result.report())
-    path = result.save_grid(args.output, overwrite=True)
+    path = result.save_grid(output, overwrite=True)
     print(f"wrote {path}: rows clean, adversarial, perturbation (amplified), purified adversarial")
     return 0

@@ -29,10 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="another keyword argument of the attack (repeatable; values parsed as YAML)")
     parser.add_argument("--limit", type=int, help="attack only the first N images")
     parser.add_argument("--image-size", type=int, help="resize image-folder images to this side")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--shard-size", type=int, default=5000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=256, help="images attacked at once (default 256)")
+    parser.add_argument("--shard-size", type=int, default=5000,
+                        help="images per shard file; a rerun continues from the last complete shard (default 5000)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the attack's random starts: shard k uses (seed, k) (default 0)")
+    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
     parser.add_argument("--force", action="store_true", help="replace a folder made with other settings")
     parser.set_defaults(func=run)
 
