@@ -343,3 +343,58 @@ def test_finetune_attacks_on_the_fly(tmp_path, data):
                                    "attacks": [{"name": "Nope"}]})
     with pytest.raises(ValueError, match=r"unknown attack 'Nope'; choose from fgsm, .*pgd"):
         Trainer(TrainConfig.from_dict(bad)).fit()
+
+
+# ------------------------------------------------------------------------------------------------ robust stage
+def _robust_values(tmp_path, data, steps=30, **robust):
+    return tiny_config(tmp_path, data["train"], stage="robust", data={"train_limit": 64},
+                       optim={"steps": steps, "batch_size": 8, "grad_accum": 1, "lr": 3e-3, "warmup_steps": 1},
+                       robust={"classifiers": [{"network": "cifar_resnet20", "weights": data["r20"]}],
+                               "attack": {"name": "pgd", "eps": "8/255", "alpha": "2/255", "steps": 2}, **robust})
+
+
+def _adaptive_loss(trainer, purifier, classifier, images, labels) -> float:
+    """Cross-entropy of the classifier on purified PGD examples made through the pipeline (eval mode)."""
+    torch.manual_seed(0)
+    adversarial = trainer.robust_attack(purifier, classifier)(images, labels)
+    with torch.no_grad():
+        purifier.eval()
+        logits = classifier(purifier(adversarial, generator=torch.Generator().manual_seed(0)))
+    return float(torch.nn.functional.cross_entropy(logits, labels))
+
+
+def test_robust_stage_lowers_the_adaptive_loss_with_a_frozen_classifier(tmp_path, data, monkeypatch):
+    from impure.classifiers import load_classifier
+    from impure.data import fetch_batch, open_dataset
+    from impure.training import trainer as trainer_module
+
+    classifier = load_classifier("cifar_resnet20", data["r20"]).eval()
+    for parameter in classifier.parameters():
+        parameter.requires_grad_(False)
+    monkeypatch.setattr(trainer_module, "load_logits_classifier", lambda spec, where, size: classifier)
+    trainer = Trainer(TrainConfig.from_dict(_robust_values(tmp_path, data)))
+    images, labels = fetch_batch(open_dataset(data["train"]), list(range(16)))  # seen in training
+    torch.manual_seed(0)
+    initial = Purifier(PurifierConfig.preset("tiny"))
+    before = _adaptive_loss(trainer, initial, classifier, images, labels)
+    result = trainer.fit()
+    after = _adaptive_loss(trainer, trainer.purifier, classifier, images, labels)
+    assert result["finished"] and after < before
+    logged = [r for r in trainer.history if "robust_ce" in r]
+    assert logged and all(r["total"] > r["robust_ce"] > 0 for r in logged)
+    assert all(p.grad is None for p in classifier.parameters())  # no gradient reached the classifier
+    # The attack differentiates the purifier being trained, not a copy: its weights are the current ones.
+    attack = trainer.robust_attack(trainer.purifier, classifier)
+    assert attack.model.purifier is trainer.purifier
+
+
+def test_robust_stage_config_errors_name_the_field(tmp_path, data):
+    values = _robust_values(tmp_path, data)
+    values["robust"]["classifiers"] = []
+    with pytest.raises(ValueError, match="stage 'robust' needs robust.classifiers"):
+        TrainConfig.from_dict(values)
+    values = _robust_values(tmp_path, data)
+    values["robust"]["classifiers"] = [{"network": "torch.nn:Identity"}]
+    (tmp_path / "robust.json").write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=r"robust.classifiers\[0\] \('torch.nn:Identity'\) returns \(2, 3, 32, 32\)"):
+        load_config(tmp_path / "robust.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from impure._state import load_state_dict_strict, read_state_dict
@@ -19,7 +20,7 @@ from impure.losses import (
 )
 from impure.training.config import AttackSpec, FeatureSpec, LossConfig, NetworkSpec
 
-__all__ = ["build_attack", "build_feature_loss", "build_loss", "load_frozen_classifier"]
+__all__ = ["build_attack", "build_feature_loss", "build_loss", "load_frozen_classifier", "load_logits_classifier"]
 
 
 def load_frozen_classifier(spec: NetworkSpec) -> nn.Module:
@@ -30,6 +31,19 @@ def load_frozen_classifier(spec: NetworkSpec) -> nn.Module:
         raise ValueError("a network spec needs `network` (e.g. 'cifar_resnet20' with `weights`)")
     classifier, _ = resolve_classifier(spec.network, spec.weights or None)
     return freeze(classifier)
+
+
+def load_logits_classifier(spec: NetworkSpec, where: str, image_size: int) -> nn.Module:
+    """The frozen classifier `spec` names, after checking that it returns (N, classes) logits for images
+    of `image_size` pixels; the error names the config field `where`."""
+    classifier = load_frozen_classifier(spec)
+    with torch.no_grad():
+        logits = classifier(torch.rand(2, 3, image_size, image_size))
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != 2 or logits.shape[1] < 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"{where} ({spec.network!r}) returns {shape} for 2 images of {image_size} px, not "
+                         "(N, classes) logits")
+    return classifier
 
 
 def build_feature_loss(spec: FeatureSpec) -> FeatureLoss:

@@ -22,6 +22,7 @@ __all__ = [
     "ModelConfig",
     "NetworkSpec",
     "OptimConfig",
+    "RobustConfig",
     "TrainConfig",
     "ValidationConfig",
     "apply_overrides",
@@ -151,6 +152,20 @@ class AdversarialConfig:
 
 
 @dataclass
+class RobustConfig:
+    """The robust stage (AToP-style adversarial fine-tuning through the whole pipeline): each step attacks
+    `PurifiedClassifier(current purifier, frozen classifier)` with exact gradients, then trains the purifier
+    on the paper's terms (`loss`, clean targets) plus `ce_weight` x the classifier's cross-entropy on the
+    purified adversarial images. With several classifiers, each step uses the next in turn."""
+
+    classifiers: list[NetworkSpec] = field(default_factory=list)
+    attack: AttackSpec = field(default_factory=lambda: AttackSpec("pgd", {"eps": 8 / 255, "alpha": 2 / 255,
+                                                                          "steps": 5}))
+    eot_samples: int = 1  # EOT passes over the purifier's noise per attack step (1: off)
+    ce_weight: float = 1.0
+
+
+@dataclass
 class ValidationConfig:
     """What the periodic validation measures besides reconstruction error and PSNR."""
 
@@ -184,13 +199,22 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self) -> None:
         """Raise `ValueError` naming the first inconsistent setting."""
-        if self.stage not in ("pretrain", "finetune"):
-            raise ValueError(f"stage must be 'pretrain' or 'finetune', got {self.stage!r}")
+        if self.stage not in ("pretrain", "finetune", "robust"):
+            raise ValueError(f"stage must be 'pretrain', 'finetune' or 'robust', got {self.stage!r}")
+        if self.stage == "robust":
+            if not self.robust.classifiers or not all(spec.network for spec in self.robust.classifiers):
+                raise ValueError("stage 'robust' needs robust.classifiers: the frozen classifier(s) whose "
+                                 "pipeline with the purifier is attacked (e.g. [{ network = 'cifar_resnet20', "
+                                 "weights = '...' }])")
+            if self.robust.eot_samples < 1 or self.robust.ce_weight < 0:
+                raise ValueError(f"robust.eot_samples must be >= 1 and robust.ce_weight >= 0, got "
+                                 f"{self.robust.eot_samples} and {self.robust.ce_weight}")
         if bool(self.model.preset) == bool(self.model.init):
             raise ValueError("set exactly one of model.preset (a new purifier) and model.init (a saved one)")
         if self.model.init and self.model.overrides:
@@ -234,6 +258,7 @@ class TrainConfig:
         values = dataclasses.asdict(self)
         flatten = lambda spec: {"name": spec["name"], **spec["options"]}  # noqa: E731
         values["adversarial"]["attacks"] = [flatten(a) for a in values["adversarial"]["attacks"]]
+        values["robust"]["attack"] = flatten(values["robust"]["attack"])
         if values["validation"]["attack"] is not None:
             values["validation"]["attack"] = flatten(values["validation"]["attack"])
         return values
@@ -356,6 +381,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a table of settings")
     try:
-        return TrainConfig.from_dict(apply_overrides(values, overrides))
+        config = TrainConfig.from_dict(apply_overrides(values, overrides))
+        if config.stage == "robust":  # refuse classifiers that do not return logits now, not mid-run
+            from impure.training.builders import load_logits_classifier
+
+            for index, spec in enumerate(config.robust.classifiers):
+                load_logits_classifier(spec, f"robust.classifiers[{index}]", config.data.image_size or 32)
+        return config
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -28,7 +29,7 @@ from impure.device import select_device, select_dtype, tune_cpu_allocator
 from impure.losses import PurificationLoss
 from impure.model import Purifier
 from impure.training.batches import BatchPlan, augment
-from impure.training.builders import build_attack, build_loss, load_frozen_classifier
+from impure.training.builders import build_attack, build_loss, load_frozen_classifier, load_logits_classifier
 from impure.training.checkpoint import atomic_save, config_differences, load_checkpoint
 from impure.training.config import TrainConfig
 from impure.training.distributed import DistributedContext, init_distributed
@@ -80,6 +81,7 @@ class _Run:
     autocast_dtype: torch.dtype | None
     paired: bool
     attacks: list
+    robust_classifiers: list[nn.Module]  # the robust stage's frozen classifiers, one per step in turn
     plan: BatchPlan
     batches: Any  # an endless iterator of batches
     val_sets: dict[str, tuple[torch.Tensor, ...]]
@@ -228,6 +230,9 @@ class Trainer:
         if config.stage == "finetune" and not paired:
             classifiers = [load_frozen_classifier(spec).to(device) for spec in config.adversarial.classifiers]
             attacks = [build_attack(spec, net) for net in classifiers for spec in config.adversarial.attacks]
+        robust_classifiers = [
+            load_logits_classifier(spec, f"robust.classifiers[{i}]", config.data.image_size or 32).to(device)
+            for i, spec in enumerate(config.robust.classifiers)] if config.stage == "robust" else []
         self._val_classifier = (load_frozen_classifier(config.validation.classifier).to(device)
                                 if config.validation.classifier.network else None)
         optimizer = build_optimizer(purifier, optim.lr, optim.weight_decay, optim.betas)
@@ -255,7 +260,8 @@ class Trainer:
             ctx=ctx, device=device, optim=optim, purifier=purifier, model=model, loss_fn=loss_fn,
             optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema,
             evaluated=purifier if ema is None else ema.module, autocast_dtype=autocast_dtype, paired=paired,
-            attacks=attacks, plan=plan, batches=plan.batches(dataset, step * optim.grad_accum, config.data.num_workers),
+            attacks=attacks, robust_classifiers=robust_classifiers, plan=plan,
+            batches=plan.batches(dataset, step * optim.grad_accum, config.data.num_workers),
             val_sets=self._validation_set(device) if ctx.is_main else {}, log_path=log_path, bar=bar, step=step,
         )
 
@@ -272,11 +278,19 @@ class Trainer:
                 inputs, targets, labels = self._next_batch(
                     run.batches, run.paired, run.attacks, step * optim.grad_accum + micro, augment_generator,
                     run.device)
+                classifier = None
+                if run.robust_classifiers:  # attack the pipeline with the purifier's current weights
+                    classifier = run.robust_classifiers[(step * optim.grad_accum + micro) % len(run.robust_classifiers)]
+                    inputs = self.robust_attack(run.purifier, classifier)(targets, labels).detach()
                 sync = not ctx.enabled or micro == optim.grad_accum - 1
                 no_sync = contextlib.nullcontext() if sync else run.model.no_sync()
                 with no_sync, self._autocast(run.device, run.autocast_dtype):
                     purified = run.model(inputs, generator=generator, clamp=False)
                     terms = run.loss_fn(purified.float(), targets, inputs, labels, generator=generator)
+                    if classifier is not None:
+                        logits = classifier(purified.float().clamp(0, 1))
+                        terms["robust_ce"] = F.cross_entropy(logits.float(), labels)
+                        terms["total"] = terms["total"] + self.config.robust.ce_weight * terms["robust_ce"]
                 run.scaler.scale(terms["total"] / optim.grad_accum).backward()
                 for name, value in terms.items():  # kept on the device: no synchronisation per step
                     run.sums[name] = run.sums.get(name, 0.0) + value.detach().double() / optim.grad_accum
@@ -332,6 +346,17 @@ class Trainer:
         return {"step": step, "finished": finished, "metrics": last_train, "model_dir": model_dir}
 
     # ---------------------------------------------------------------------------------------------- steps
+    def robust_attack(self, purifier: Purifier, classifier: nn.Module):
+        """The robust stage's attack on `PurifiedClassifier(purifier, classifier)`: exact gradients through
+        the purifier as it is now (the same module the optimizer updates), EOT over its noise if set."""
+        from impure.attacks import EOT
+        from impure.classifier import PurifiedClassifier
+
+        target: nn.Module = PurifiedClassifier(purifier, classifier).eval()
+        if self.config.robust.eot_samples > 1:
+            target = EOT(target, samples=self.config.robust.eot_samples).eval()
+        return build_attack(self.config.robust.attack, target)
+
     @staticmethod
     def _autocast(device: torch.device, dtype: torch.dtype | None):
         if dtype is None:
