@@ -102,7 +102,7 @@ def test_example_configs_are_valid():
     ("[optim]\nsteps = true", r"config.optim.steps must be int"),
     ("[model]\npreset = 'tiny'\ninit = 'runs/x/model'", "set exactly one of model.preset"),
     ("stage = 'finetune'", "fine-tuning needs adversarial inputs"),
-    ("stage = 'train'", "stage must be 'pretrain' or 'finetune'"),
+    ("stage = 'train'", "stage must be 'pretrain', 'finetune' or 'robust'"),
     ("[adversarial]\nattacks = [{ eps = 0.03 }]", r"must be a table with a `name`"),
     ("[optim]\nwarmup_steps = 5000", r"warmup_steps must be in \[0, steps=1000\]"),
 ])
