@@ -39,7 +39,9 @@ def test_purify_writes_pngs_and_skips_unreadable_files(tmp_path, purifier_folder
     assert status == 0
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
     assert written == ["img0.png", "img1.png", "img2.png", "img3.png", "large.png", "nested/img4.png"]
-    assert "skipped unreadable file" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "skipped unreadable file" in printed
+    assert printed.count("are far from the 32-px images this purifier was trained on") == 1  # 96 x 64, once
     with Image.open(out / "large.png") as large, Image.open(image_folder / "large.png") as source:
         assert large.size == source.size
     with Image.open(out / "img0.png") as purified, Image.open(image_folder / "img0.png") as source:
@@ -64,14 +66,34 @@ def test_purify_reports_missing_inputs_and_bad_purifiers(tmp_path, purifier_fold
     assert "no such file" in capsys.readouterr().err
 
 
-def test_tiles_are_purified_like_separate_images():
+def test_tiles_overlap_and_blend_to_a_weighted_average():
+    identity = lambda images, generator=None: images  # noqa: E731
+    for shape in ((2, 3, 64, 96), (1, 3, 70, 45), (1, 3, 10, 7)):
+        images = torch.rand(shape)
+        torch.testing.assert_close(purify_tiled(identity, images, tile=32, batch_size=5), images, atol=1e-6,
+                                   rtol=0)  # the windows add up to one everywhere
     purifier = Purifier(PurifierConfig.preset("tiny", mask_mode="token")).eval()
     images = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         tiled = purify_tiled(purifier, images, tile=32, batch_size=5)
-        corner = purifier(images[:, :, 32:64, 64:96])
+        centre = purifier(images[:, :, 16:48, 16:48])  # one of the tiles, whose weight peaks at its centre
     assert tiled.shape == images.shape
-    torch.testing.assert_close(tiled[:, :, 32:64, 64:96], corner, atol=1e-5, rtol=0)
+    assert (tiled[:, :, 31:33, 31:33] - centre[:, :, 15:17, 15:17]).abs().max() < 0.5
+    with pytest.raises(ValueError, match="positive even number"):
+        purify_tiled(purifier, images, tile=31)
+
+
+def test_a_photo_purified_by_the_cifar10_purifier_has_no_seams(shared_dir):
+    """Edge strength at the 32-px tile grid is no larger than elsewhere (it was about twice as large)."""
+    photo = np.load(shared_dir / "data" / "imagenet" / "samples224_dev.npz")["images"][:2]
+    images = torch.from_numpy(photo).permute(0, 3, 1, 2).float() / 255
+    purifier = Purifier.from_pretrained("impure/cifar10-s")
+    with torch.no_grad():
+        purified = purify_tiled(purifier, images, tile=32, generator=torch.Generator().manual_seed(0))
+    steps = (purified[..., :, 1:] - purified[..., :, :-1]).abs().mean(dim=(0, 1, 2))  # per column boundary
+    at_grid = steps[31::32][:-1].mean()  # between columns 32k-1 and 32k
+    elsewhere = torch.cat([s[:-1] for s in steps.split(32)]).mean()
+    assert at_grid / elsewhere < 1.2
 
 
 def test_strength_scales_the_noise_timesteps():

@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     purifier = Purifier.from_pretrained(args.purifier, device=device, dtype=select_dtype(args.dtype, device))
     purifier.set_strength(args.strength)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    failed = []
+    trained = purifier.config.image_size
+    failed, noted = [], False
     with tqdm(total=len(pairs), desc="purifying", unit="image") as progress:
         for start in range(0, len(pairs), args.batch_size):
             chunk = pairs[start:start + args.batch_size]
@@ -96,7 +97,13 @@ def run(args: argparse.Namespace) -> int:
                     failed.append(f"{source}: {error}")
                     continue
                 by_size[pixels.shape].append((target, pixels))
-            for items in by_size.values():  # one batch per image size
+            for size, items in by_size.items():  # one batch per image size
+                if not noted and not trained / 2 <= max(size[:2]) <= 2 * trained:
+                    noted = True
+                    progress.write(f"note: {size[0]}x{size[1]} images are far from the {trained}-px images this "
+                                   f"purifier was trained on; it purifies them as they are (or as overlapping "
+                                   f"{trained}-px tiles), which may remove detail a purifier trained at their size "
+                                   "would keep")
                 images = torch.from_numpy(np.stack([p for _, p in items])).permute(0, 3, 1, 2)
                 images = images.float().div(255).to(device)
                 with torch.inference_mode():
