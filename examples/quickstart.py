@@ -15,16 +15,17 @@ from impure.demo import load_demo_images
 
 
 def main() -> None:
+    torch.manual_seed(0)  # the purifier's noise: the same numbers on every run
     device = select_device("auto")
     images, labels, source = load_demo_images()
     images, labels = images.to(device), labels.to(device)
     classifier = load_classifier("impure/cifar10-resnet20").to(device).eval()
 
     # The two-line wrap: `model` returns logits, like the classifier it wraps.
-    purifier = Purifier.from_pretrained("impure/cifar10-s", device=device)
+    purifier = Purifier.from_pretrained("impure/cifar10", device=device)
     model = PurifiedClassifier(purifier, classifier).eval()
 
-    adversarial = PGD(classifier, eps=8 / 255, alpha=2 / 255, steps=10)(images, labels)  # grey-box
+    adversarial = PGD(classifier, eps=8 / 255, alpha=2 / 255, steps=10, seed=0)(images, labels)  # grey-box
     with torch.no_grad():
         accuracy = {
             "bare classifier, clean images": classifier(images),

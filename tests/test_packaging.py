@@ -106,6 +106,10 @@ def test_quickstart_example_runs_offline():
     for row in ("bare classifier, clean", "bare classifier, PGD", "through the purifier, clean",
                 "through the purifier, PGD"):
         assert re.search(rf"{row} images +\d+%", result.stdout), result.stdout
+    # Seeded: on the CPU it prints what docs/quickstart.md says it prints.
+    docs = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
+    expected = docs.split("<!-- quickstart-output -->\n```text\n", 1)[1].split("```", 1)[0]
+    assert result.stdout.strip().splitlines()[-5:] == expected.strip().splitlines()
 
 
 def _imports(path: Path) -> set[str]:
