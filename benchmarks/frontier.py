@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     first = results[0]
     table = (
         f"Grey-box robust accuracy (%) of {first.classifier} (alone: {100 * first.clean_accuracy:.1f} % clean) "
-        f"on the first {first.num_images} images of test_dev.npz, ℓ∞ ε = {args.eps * 255:.3g}/255; mean and "
+        f"on {first.num_images} images of test_dev.npz from image {args.start}, ℓ∞ ε = {args.eps * 255:.3g}/255; "
+        f"mean and "
         f"worst case over {', '.join(attacks)}; ★: on the Pareto frontier of clean accuracy through the defence "
         f"and the grey-box mean. Device {first.device}, seed {args.seed}, {minutes:.1f} min in all. Attack "
         f"settings: {json.dumps(first.settings['attacks'])}.\n\n" + frontier_table(results, attack="pgd")

@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if adaptive and args.white_box_attacks and args.white_box_attacks != args.attacks:
         own_attacks = f" White-box and BPDA rows: mean and worst case over {', '.join(args.white_box_attacks)}."
     table = (
-        f"Robust accuracy (%) of the shared CIFAR-10 ResNets on test_dev.npz (column *images*: the first N "
-        f"images), ℓ∞ ε = {args.eps * 255:.3g}/255, device {first.device}, seed {args.seed}, "
+        f"Robust accuracy (%) of the shared CIFAR-10 ResNets on test_dev.npz (column *images*: N images from "
+        f"image {args.start}), ℓ∞ ε = {args.eps * 255:.3g}/255, device {first.device}, seed {args.seed}, "
         f"{minutes:.1f} min in all. Without a defence every threat model is the same attack (grey-box row). "
         f"White-box: exact gradients through the defence, EOT over a stochastic one; BPDA: identity backward "
         f"through it. images/s: classifier behind the defence and classifier alone, timed side by side on the "
