@@ -1,4 +1,4 @@
-"""The purifier shipped in the package: loads offline by name and purifies as its model card says."""
+"""The purifiers shipped in the package: load offline by name and purify as their model cards say."""
 
 import json
 
@@ -11,18 +11,19 @@ from impure.data import load_npz
 from impure.hub import BUNDLED_ROOT, bundled_names
 from impure.metrics import psnr
 
-CARD = BUNDLED_ROOT / "cifar10-s" / "card.json"
+BUNDLED = ["impure/cifar10", "impure/cifar10-s"]  # both have the "cifar10-s" preset's architecture
 
 
-def test_bundled_purifier_loads_offline_in_eval_mode_with_the_preset_architecture(monkeypatch):
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_purifier_loads_offline_in_eval_mode_with_the_preset_architecture(name, monkeypatch):
     import socket
 
     def no_network(*args, **kwargs):
         raise OSError("network disabled in this test")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    assert "impure/cifar10-s" in bundled_names()
-    purifier = Purifier.from_pretrained("impure/cifar10-s")
+    assert name in bundled_names()
+    purifier = Purifier.from_pretrained(name)
     assert not purifier.training and purifier.dtype == torch.float32
     preset = PurifierConfig.preset("cifar10-s").to_dict()
     loaded = purifier.config.to_dict()
@@ -34,11 +35,12 @@ def test_bundled_purifier_loads_offline_in_eval_mode_with_the_preset_architectur
     assert out.shape == images.shape and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
 
 
-def test_bundled_purifier_reproduces_its_card(shared_dir):
-    card = json.loads(CARD.read_text())
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_purifier_reproduces_its_card(name, shared_dir):
+    card = json.loads((BUNDLED_ROOT / name.removeprefix("impure/") / "card.json").read_text())
     images, labels = load_npz(shared_dir / "data" / "cifar10" / "test_dev.npz")
     images, labels = images[:100], labels[:100]
-    purifier = Purifier.from_pretrained("impure/cifar10-s")
+    purifier = Purifier.from_pretrained(name)
     classifier = load_classifier("cifar_resnet56", shared_dir / "models" / "cifar10_resnet56.safetensors").eval()
     with torch.no_grad():
         purified = purifier(images, generator=torch.Generator().manual_seed(0))

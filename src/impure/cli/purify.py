@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .._atomic import atomic_path
 
-DEFAULT_PURIFIER = "impure/cifar10-s"
+DEFAULT_PURIFIER = "impure/cifar10"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
