@@ -205,12 +205,12 @@ def test_demo_rejects_an_output_that_is_not_png(tmp_path, purifier_folder, capsy
 
 
 def test_demo_default_bundled_weights(tmp_path, capsys):
-    """The README's main job on the bundled purifier "impure/cifar10-s" and classifier, offline."""
+    """The README's main job on the bundled purifier "impure/cifar10" and classifier, offline."""
     out = tmp_path / "impure_demo.png"
     status = main(["demo", "--limit", "4", "--steps", "2", "-o", str(out)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
-    assert "purifier    impure/cifar10-s" in captured.out
+    assert "purifier    impure/cifar10 (strength 1)" in captured.out
     assert all(total == 4 for _, total in _accuracies(captured.out).values())
     with Image.open(out) as grid:
         assert grid.width > grid.height
