@@ -398,3 +398,14 @@ def test_robust_stage_config_errors_name_the_field(tmp_path, data):
     (tmp_path / "robust.json").write_text(json.dumps(values))
     with pytest.raises(ValueError, match=r"robust.classifiers\[0\] \('torch.nn:Identity'\) returns \(2, 3, 32, 32\)"):
         load_config(tmp_path / "robust.json")
+
+
+def test_settings_added_since_a_checkpoint_take_their_defaults_in_every_section():
+    from impure.training.trainer import _with_defaults
+
+    defaults = TrainConfig().to_dict()
+    saved = {"stage": "robust", "robust": {"ce_weight": 2.0, "attack": {"name": "fgsm", "eps": 0.01}}}
+    merged = _with_defaults(saved, defaults)
+    assert merged["robust"]["ce_weight"] == 2.0 and merged["robust"]["eot_samples"] == 1  # a field added later
+    assert merged["robust"]["attack"] == {"name": "fgsm", "eps": 0.01}  # a free-form table is kept as saved
+    assert merged["optim"] == defaults["optim"]

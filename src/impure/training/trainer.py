@@ -7,7 +7,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,9 @@ LOG_NAME = "log.jsonl"
 MODEL_DIR = "model"
 # Settings a resumed run may change: they do not affect the weights.
 _RESUMABLE_CHANGES = ("output_dir", "device", "log.", "data.num_workers", "validation.", "compile")
-# Config sections whose keys are fixed fields (not free-form tables such as attack options).
-_SECTIONS = ("model", "data", "optim", "loss", "adversarial", "validation", "log")
+# Config sections whose keys are fixed fields (not free-form tables such as attack options): the
+# TrainConfig fields that are dataclasses themselves.
+_SECTIONS = tuple(f.name for f in fields(TrainConfig) if is_dataclass(getattr(TrainConfig(), f.name)))
 
 
 def _step_seed(seed: int, step: int) -> int:
