@@ -43,7 +43,7 @@ class PatchLayout:
     lattice2x2: bool = False
 
 
-def _per_sample(index: torch.Tensor, batch: int) -> torch.Tensor:
+def _repeat_index(index: torch.Tensor, batch: int) -> torch.Tensor:
     """Repeat a (B, L) index for a batch of B * r (several passes stacked); keep a shared (1, L) one."""
     return index if index.shape[0] == 1 else index.repeat(batch // index.shape[0], 1)
 
@@ -347,11 +347,11 @@ class Purifier(
         """normalized: (B, 3, H, W) -> patch tokens with positions, (B, L, D) in grouped order."""
         tokens = self.patch_embed(normalized)  # (B, D, rows, cols)
         batch, width = tokens.shape[:2]
-        positions = self.pos_table[_per_sample(layout.positions, batch)]
+        positions = self.pos_table[_repeat_index(layout.positions, batch)]
         if layout.lattice2x2:  # group 2 * (r % 2) + (c % 2), raster order inside each group
             grid = tokens.view(batch, width, layout.rows // 2, 2, layout.cols // 2, 2)
             return grid.permute(0, 3, 5, 2, 4, 1).reshape(batch, -1, width) + positions
-        return _take(tokens.flatten(2).transpose(1, 2), _per_sample(layout.order, batch)) + positions
+        return _take(tokens.flatten(2).transpose(1, 2), _repeat_index(layout.order, batch)) + positions
 
     def encode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode every group on its own with multi-level fusion.
