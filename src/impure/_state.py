@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["load_state_dict_strict", "read_state_dict"]
+__all__ = ["StateDictMismatch", "load_state_dict_strict", "read_state_dict"]
 
 # Wrappers training scripts put around a state dict in a `torch.save` file.
 _WRAPPER_KEYS = ("state_dict", "model")
@@ -45,6 +45,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return state
+
+
+class StateDictMismatch(ValueError):
+    """Weights that do not fit the architecture: missing, unexpected or mis-shaped tensors."""
 
 
 def _listing(items: list[str], most: int = 8) -> str:
@@ -85,7 +89,7 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor] | st
     if mismatched:
         problems.append(f"shape mismatches: {_listing(mismatched)}")
     if problems:
-        raise ValueError(f"weights from {source or 'a state dict'} do not fit {type(model).__name__}: "
+        raise StateDictMismatch(f"weights from {source or 'a state dict'} do not fit {type(model).__name__}: "
                          + "; ".join(problems))
     model.load_state_dict({**expected, **state}, strict=True)
     return model

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .._state import load_state_dict_strict
+from .._state import StateDictMismatch, load_state_dict_strict
 
 __all__ = ["load_weights"]
 
@@ -35,7 +35,5 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         raise FileNotFoundError(f"classifier weights not found: {path}")
     try:
         return load_state_dict_strict(model, path, optional_suffixes=(_OPTIONAL_SUFFIX,))
-    except ValueError as error:
-        if "do not fit" not in str(error):
-            raise
-        raise ValueError(f"{error} (is it the checkpoint of another architecture?)") from None
+    except StateDictMismatch as error:
+        raise StateDictMismatch(f"{error} (is it the checkpoint of another architecture?)") from None
