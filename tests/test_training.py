@@ -388,6 +388,27 @@ def test_robust_stage_lowers_the_adaptive_loss_with_a_frozen_classifier(tmp_path
     assert attack.model.purifier is trainer.purifier
 
 
+def test_white_box_validation_attacks_through_the_current_purifier(tmp_path, data):
+    values = _robust_values(tmp_path, data, steps=1)  # from a trained purifier: accuracy worth attacking
+    values["model"] = {"init": "impure/cifar10"}
+    values["optim"].update(lr=1e-5, warmup_steps=0)
+    values["data"].update(val=data["val"], val_limit=24)
+    values["validation"] = {"classifier": {"network": "cifar_resnet20", "weights": data["r20"]},
+                            "attack": {"name": "pgd", "eps": "8/255", "alpha": "2/255", "steps": 3},
+                            "white_box_limit": 16}
+    trainer = Trainer(TrainConfig.from_dict(values))
+    trainer.fit()
+    record = [r for r in trainer.history if "val_white/accuracy" in r][-1]
+    # White-box (through the purifier) cannot beat clean accuracy, and it is the current weights' number.
+    assert record["val_white/accuracy"] < record["val/accuracy"]
+    val_sets = trainer._validation_set(torch.device("cpu"))
+    again = trainer._white_box_accuracy(trainer.purifier, *val_sets["val"][1:], limit=16)
+    assert again == record["val_white/accuracy"]
+    values["validation"]["attack"] = None
+    with pytest.raises(ValueError, match="white_box_limit must be >= 0 and needs validation.attack"):
+        TrainConfig.from_dict(values)
+
+
 def test_robust_stage_config_errors_name_the_field(tmp_path, data):
     values = _robust_values(tmp_path, data)
     values["robust"]["classifiers"] = []

@@ -171,6 +171,7 @@ class ValidationConfig:
 
     classifier: NetworkSpec = field(default_factory=NetworkSpec)  # purified accuracy if given
     attack: AttackSpec | None = None  # also on adversarial validation images (grey-box), made once
+    white_box_limit: int = 0  # > 0: also this many images attacked through the current purifier (white-box)
     batch_size: int = 128
 
 
@@ -252,6 +253,9 @@ class TrainConfig:
                              "adversarial.classifiers and adversarial.attacks to attack on the fly")
         if self.validation.attack is not None and not self.validation.classifier.network:
             raise ValueError("validation.attack needs validation.classifier to attack")
+        if self.validation.white_box_limit < 0 or (self.validation.white_box_limit and self.validation.attack is None):
+            raise ValueError(f"validation.white_box_limit must be >= 0 and needs validation.attack, got "
+                             f"{self.validation.white_box_limit}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain values (attack options flattened back into their tables)."""

@@ -21,6 +21,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from tqdm.auto import tqdm
 
 from impure._atomic import atomic_write
+from impure._modes import eval_mode
 from impure._random import batch_slice
 from impure._state import load_state_dict_strict
 from impure.config import PurifierConfig
@@ -399,7 +400,32 @@ class Trainer:
             result = validate(purifier, inputs, targets, labels, classifier=self._val_classifier,
                               batch_size=self.config.validation.batch_size, seed=self.config.seed)
             metrics.update({f"{name}/{k}": v for k, v in result.items()})
+        white_box = self.config.validation.white_box_limit
+        if white_box and "val" in val_sets:
+            metrics["val_white/accuracy"] = self._white_box_accuracy(purifier, *val_sets["val"][1:],
+                                                                     limit=white_box)
         return metrics
+
+    def _white_box_accuracy(self, purifier: Purifier, images: torch.Tensor, labels: torch.Tensor,
+                            limit: int) -> float:
+        """Accuracy of the validation classifier behind `purifier` under the validation attack made through
+        both (exact gradients, fresh each time, seeded): the robust stage's curve."""
+        from impure.classifier import PurifiedClassifier
+
+        images, labels = images[:limit], labels[:limit]
+        device = next(purifier.parameters()).device
+        pipeline = PurifiedClassifier(purifier, self._val_classifier)
+        attack = build_attack(self.config.validation.attack, pipeline)
+        batch_size, correct = self.config.validation.batch_size, 0
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), eval_mode(pipeline):
+            torch.manual_seed(self.config.seed)
+            for start in range(0, images.shape[0], batch_size):
+                part = slice(start, start + batch_size)
+                x, y = images[part].to(device), labels[part].to(device)
+                adversarial = attack(x, y).detach()
+                with torch.no_grad():
+                    correct += int((pipeline(adversarial).argmax(dim=1) == y).sum())
+        return correct / images.shape[0]
 
     # ---------------------------------------------------------------------------------------------- files
     def _restore(self, ctx: DistributedContext, resume: bool, purifier: Purifier, optimizer, scheduler,
