@@ -141,3 +141,22 @@ def test_training_curve_concatenates_runs_by_images_seen(monkeypatch, tmp_path):
     points = json.loads(out.with_suffix(".json").read_text())["points"]
     assert [p["images"] for p in points] == [1000 + 3200, 1000 + 6400, 1000 + 6400 + 3200]
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_adaptive_benchmark_end_to_end(monkeypatch, shared_dir, tiny, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import adaptive
+
+    out = tmp_path / "adaptive"
+    code = adaptive.main(["--purifier", str(tiny), "--label", "tiny/one", "--shared", str(shared_dir),
+                          "--classifier", "cifar_resnet20", "--start", "250", "--limit", "6",
+                          "--convergence-limit", "3", "--pgd-steps", "2", "--apgd-steps", "2",
+                          "--convergence-steps", "1,2", "--convergence-eot", "1,2", "--eot-samples", "2",
+                          "--resubmissions", "2", "--no-progress", "--out", str(out)])
+    assert code == 0
+    report = adaptive.AdaptiveReport.load_json(out / "tiny_one" / "adaptive.json")
+    assert report.main.num_images == 6 and report.high_eps.num_images == 3 and report.main.defence == "tiny/one"
+    assert [(p.steps, p.eot_samples) for p in report.convergence] == [(1, 1), (2, 1), (2, 2)]
+    assert (out / "tiny_one" / "convergence.png").is_file()
+    text = (out / "summary.md").read_text()
+    assert "| tiny/one |" in text and "test_dev images 250-255" in text and "3 independent purifications" in text

@@ -220,6 +220,30 @@ def test_stochastic_defence_uses_eot_common_noise_and_seeds(model, data):
     assert not torch.equal(first.examples[example]["adversarial"], other.examples[example]["adversarial"])
 
 
+class HeavyNoise(nn.Module):
+    """A constructed stochastic defence noisy enough that some images flip from draw to draw."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images + 0.25 * torch.randn_like(images)).clamp(0, 1)
+
+
+def test_resubmission_counts_images_that_survive_every_draw(model, data):
+    kwargs = {"attacks": ["fgsm"], "threat": "white-box", "eot_samples": 1, **FAST}
+    single = evaluate(model, data, HeavyNoise(), **kwargs)
+    assert single.resubmissions == 0 and single.attacks[0].robust_every_draw is None
+    few = evaluate(model, data, HeavyNoise(), resubmissions=2, **kwargs)
+    many = evaluate(model, data, HeavyNoise(), resubmissions=12, **kwargs)
+    one_draw = many.attacks[0].robust_accuracy
+    assert one_draw == few.attacks[0].robust_accuracy == single.attacks[0].robust_accuracy  # scored draw unchanged
+    assert many.attacks[0].robust_every_draw <= few.attacks[0].robust_every_draw <= one_draw
+    assert many.attacks[0].robust_every_draw < one_draw  # the defence's randomness lets some images through
+    assert "every one of 13 independent purification draws" in many.to_markdown()
+    deterministic = evaluate(model, data, Recording(), resubmissions=4, **kwargs)
+    assert deterministic.resubmissions == 0 and deterministic.attacks[0].robust_every_draw is None
+    with pytest.raises(ValueError, match="resubmissions must be an integer >= 0"):
+        evaluate(model, data, HeavyNoise(), resubmissions=-1, **kwargs)
+
+
 def test_white_box_through_a_purifier_and_state_restored(model, data):
     purifier = Purifier(PurifierConfig.preset("tiny"))
     model.train()
@@ -397,3 +421,36 @@ def test_settings_group_the_options_and_keywords_override_them(model, data):
     assert evaluate(model, images, None, settings, limit=2, device="cpu").num_images == 2  # a keyword overrides
     with pytest.raises(TypeError, match=r"unknown setting\(s\) \['epsilon'\]"):
         evaluate(model, images, None, settings, epsilon=0.1)
+
+
+class Rounding(nn.Module):
+    """A constructed gradient-masking defence: rounding to 8 grey levels has zero gradient everywhere."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.round(images * 7) / 7
+
+
+def test_adaptive_protocol_flags_masked_gradients_and_passes_an_honest_defence(model, data, tmp_path):
+    from impure.evaluation import AdaptiveReport, adaptive_evaluation
+
+    kwargs = {"attacks": ["pgd"], "steps": {"pgd": 5}, "convergence_steps": (2, 5), "convergence_eot": (1, 2),
+              "eot_samples": 2, "resubmissions": 2, "limit": 16, "batch_size": 16, "device": "cpu",
+              "progress": False}
+    honest = adaptive_evaluation(model, data, Recording(), **kwargs)
+    assert honest.passed, honest.checks
+    assert [c.name for c in honest.checks] == ["white-box <= grey-box (pgd)", "~0 at ε = 32/255 (pgd, white-box)"]
+    assert honest.high_eps.attacks[0].robust_accuracy <= 0.05
+    masked = adaptive_evaluation(model, data, Rounding(), **kwargs)
+    assert not masked.passed and not any(c.passed for c in masked.checks)
+    assert "**FAILED**: white-box <= grey-box (pgd)" in masked.to_markdown()
+    assert "the gradients through the defence look masked" in masked.to_markdown()
+    # The curves: steps 2 and 5 at one draw, then draws 1 and 2 at 5 steps (the shared point once).
+    assert [(p.steps, p.eot_samples) for p in honest.convergence] == [(2, 1), (5, 1)]  # deterministic: EOT 1
+    noisy = adaptive_evaluation(model, data, HeavyNoise(), high_eps=None, **kwargs)
+    assert [(p.steps, p.eot_samples) for p in noisy.convergence] == [(2, 1), (5, 1), (5, 2)]
+    assert all(p.robust_every_draw <= p.robust_accuracy for p in noisy.convergence)
+    assert noisy.main.resubmissions == 2 and noisy.main.attacks[0].robust_every_draw is not None
+    paths = noisy.save(tmp_path / "adaptive")
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = AdaptiveReport.load_json(paths["json"])
+    assert again.to_markdown() == noisy.to_markdown()

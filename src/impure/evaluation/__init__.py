@@ -1,6 +1,14 @@
 """Honest robustness evaluation of a classifier behind a defence: grey-box and white-box, with reports."""
 
 from impure.attacks.registry import DEFAULT_ATTACKS, attack_settings, build_attack, list_attacks
+from impure.evaluation.adaptive import (
+    AdaptiveReport,
+    ConvergencePoint,
+    SanityCheck,
+    adaptive_evaluation,
+    convergence,
+    sanity_checks,
+)
 from impure.evaluation.frontier import frontier_table, pareto_front
 from impure.evaluation.report import AttackResult, EvaluationResult, summary_table
 from impure.evaluation.runner import DEFAULT_EOT_SAMPLES, THREATS, EvaluationSettings, evaluate
@@ -8,6 +16,12 @@ from impure.evaluation.sources import load_data, resolve_classifier, resolve_pur
 from impure.metrics import l2_norm, linf_norm, psnr
 
 __all__ = [
+    "AdaptiveReport",
+    "ConvergencePoint",
+    "SanityCheck",
+    "adaptive_evaluation",
+    "convergence",
+    "sanity_checks",
     "DEFAULT_ATTACKS",
     "DEFAULT_EOT_SAMPLES",
     "EvaluationSettings",

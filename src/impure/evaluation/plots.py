@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,9 +15,10 @@ from torchvision.utils import make_grid
 from impure._atomic import atomic_write
 
 if TYPE_CHECKING:
+    from impure.evaluation.adaptive import ConvergencePoint
     from impure.evaluation.report import EvaluationResult
 
-__all__ = ["residual_image", "save_bar_chart", "save_grid"]
+__all__ = ["residual_image", "save_bar_chart", "save_convergence_plot", "save_grid"]
 
 _ROWS = ("clean", "adversarial", "purified", "residual")
 
@@ -68,16 +70,7 @@ def save_bar_chart(result: EvaluationResult, path: str | os.PathLike) -> Path:
 
     Needs matplotlib, an optional extra: `pip install "impure[plots]"`.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError(
-            'the bar chart needs matplotlib, which is not installed; run `pip install "impure[plots]"` '
-            "(or `pip install matplotlib`), or leave out the chart"
-        ) from error
+    plt = _pyplot("the bar chart")
     attacks = list(dict.fromkeys(e.attack for e in result.attacks))
     by_key = {(e.attack, e.threat): e.robust_accuracy for e in result.attacks}
     width = 0.8 / max(1, len(result.threats))
@@ -94,10 +87,63 @@ def save_bar_chart(result: EvaluationResult, path: str | os.PathLike) -> Path:
         axes.set_ylim(0, 100)
         axes.set_title(f"{result.classifier} + {result.defence}, ε = {result.eps * 255:.3g}/255")
         axes.legend(fontsize="small")
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        suffix = Path(path).suffix.lstrip(".").lower() or "png"
-        figure.savefig(buffer, format=suffix, dpi=120)
+        return _save_figure(figure, path)
     finally:
         plt.close(figure)
+
+
+def save_convergence_plot(points: Sequence[ConvergencePoint], path: str | os.PathLike, title: str = "") -> Path:
+    """Save the convergence curves (PNG, SVG or PDF by suffix): white-box robust accuracy against attack
+    steps (at the fewest EOT draws measured) and against EOT draws (at the steps of the EOT sweep).
+
+    Needs matplotlib, an optional extra: `pip install "impure[plots]"`.
+    """
+    plt = _pyplot("the convergence plot")
+    by_eot: dict[int, list[ConvergencePoint]] = {}
+    by_steps: dict[int, list[ConvergencePoint]] = {}
+    for point in points:
+        by_eot.setdefault(point.eot_samples, []).append(point)
+        by_steps.setdefault(point.steps, []).append(point)
+    step_curve = sorted(by_eot[min(by_eot)], key=lambda p: p.steps)
+    eot_curve = sorted(max(by_steps.values(), key=len), key=lambda p: p.eot_samples)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
+    try:
+        for axes, curve, key, label in ((left, step_curve, "steps", f"attack steps (EOT {step_curve[0].eot_samples})"),
+                                        (right, eot_curve, "eot_samples", f"EOT draws ({eot_curve[0].steps} steps)")):
+            xs = [getattr(p, key) for p in curve]
+            axes.plot(xs, [100 * p.robust_accuracy for p in curve], marker="o", label="one draw")
+            if all(p.robust_every_draw is not None for p in curve):
+                axes.plot(xs, [100 * p.robust_every_draw for p in curve], marker="s", label="every draw")
+            axes.set_xscale("log")
+            axes.set_xticks(xs, [str(x) for x in xs])
+            axes.set_xlabel(label)
+            axes.grid(alpha=0.3)
+        left.set_ylabel("white-box robust accuracy (%)")
+        left.set_ylim(0, max(5.0, 1.15 * max(100 * p.robust_accuracy for p in points)))
+        if title:
+            figure.suptitle(title, fontsize="medium")
+        return _save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def _pyplot(what: str):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError(
+            f'{what} needs matplotlib, which is not installed; run `pip install "impure[plots]"` '
+            "(or `pip install matplotlib`), or leave it out"
+        ) from error
+    return plt
+
+
+def _save_figure(figure, path: str | os.PathLike) -> Path:
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    suffix = Path(path).suffix.lstrip(".").lower() or "png"
+    figure.savefig(buffer, format=suffix, dpi=120)
     return atomic_write(path, buffer.getvalue())

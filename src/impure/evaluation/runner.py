@@ -48,6 +48,7 @@ class EvaluationSettings:
     limit: int | None = None  # evaluate only the first `limit` images
     seed: int | None = 0  # makes the run repeatable; None draws one, which the result records
     keep_examples: int = 0  # example images kept per attack for `result.save_grid`
+    resubmissions: int = 0  # > 0, stochastic defence: also the images correct in every one of that many draws
     dtype: str = "fp32"  # precision of a purifier given by name (`impure.select_dtype`)
     progress: bool = True  # show a progress bar
 
@@ -55,7 +56,7 @@ class EvaluationSettings:
         """The threat models, the canonical attack names and the per-attack options; errors name the field."""
         threats = _parse_threats(self.threat)
         names = check_attack_names(self.attacks)
-        _check_arguments(self.eps, self.batch_size, self.eot_samples, self.keep_examples)
+        _check_arguments(self.eps, self.batch_size, self.eot_samples, self.keep_examples, self.resubmissions)
         options = {key.lower(): value for key, value in (self.attack_options or {}).items()}
         unknown = set(options) - set(names)
         if unknown:
@@ -98,7 +99,8 @@ def evaluate(
         threat: "grey-box", "white-box", "bpda", "both" (grey-box and white-box), "all", or a list.
         eps: ℓ∞ budget on the [0, 1] scale.
         steps: iterations of every iterative attack (default: each attack's own, 10; DeepFool 50).
-        attack_options: extra keyword arguments per attack name, e.g. {"pgd": {"alpha": 1/255}}.
+        attack_options: extra keyword arguments per attack name, e.g. {"pgd": {"alpha": 1/255}}; a "steps"
+            there overrides `steps` for that attack.
         batch_size: images per batch; for EOT, the most images x passes in one forward pass, so that
             memory does not grow with `eot_samples`.
         device: "auto", "cuda", "mps", "cpu" or a torch.device; the models are moved there.
@@ -111,6 +113,10 @@ def evaluate(
         data_root: where torchvision datasets are kept (default ~/.cache/impure/datasets).
         classifier_weights: weights file for a classifier given by architecture name.
         keep_examples: keep this many example images per attack for `result.save_grid`.
+        resubmissions: for a stochastic defence, purify each adversarial image this many more times with
+            independent noise and report, beside the single-draw robust accuracy, the fraction of images
+            classified correctly in every draw (`AttackResult.robust_every_draw`): an attacker may submit
+            the same image again until the defence's randomness lets it through.
         adversarial_cache: a dict that stores the adversarial examples made on the bare classifier (grey-box
             and no defence); pass the same dict to several calls with the same classifier and data, e.g.
             to compare defences, and each such attack runs once.
@@ -129,7 +135,7 @@ def evaluate(
     defence, defence_name = resolve_purifier(purifier, dtype=select_dtype(settings.dtype, dev))
     images, labels, data_name = load_data(data, limit=settings.limit, image_size=image_size, data_root=data_root)
     base_seed = settings.seed if settings.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
-    attack_config = {name: attack_settings(name, settings.eps, settings.steps, **options.get(name, {}))
+    attack_config = {name: attack_settings(name, settings.eps, **_attack_kwargs(settings, options, name))
                      for name in names}
     size = settings.batch_size
     batches = [(images[i: i + size], labels[i: i + size]) for i in range(0, len(images), size)]
@@ -146,6 +152,7 @@ def evaluate(
         run = _Run(model, defence, batches, base_seed, dev, bar)
         clean = run.clean_pass()
         stochastic = defence is not None and _is_stochastic(defence, batches[0][0][:4].to(dev), base_seed)
+        run.resubmissions = settings.resubmissions if stochastic else 0
         eot = (settings.eot_samples or DEFAULT_EOT_SAMPLES) if stochastic else 1
         cache_id = (classifier_name, data_name, len(images), size, base_seed)
         results, robust, examples = _attack_passes(run, runs, names, settings, options, attack_config, eot,
@@ -155,6 +162,7 @@ def evaluate(
     return EvaluationResult(
         classifier=classifier_name, defence=defence_name, data=data_name, num_images=len(images),
         eps=settings.eps, threats=list(threats), clean_accuracy=clean["clean_accuracy"],
+        resubmissions=run.resubmissions,
         defended_accuracy=clean["defended_accuracy"],
         psnr=clean["psnr"], images_per_second=clean["images_per_second"],
         classifier_images_per_second=clean["classifier_images_per_second"],
@@ -177,7 +185,7 @@ def _attack_passes(run: _Run, runs: Sequence[str], names: list[str], settings: E
     for threat_name in runs:
         attack_model = _attack_model(threat_name, run.model, run.defence, eot, settings.batch_size)
         for name in names:
-            attack = build_attack(name, attack_model, settings.eps, settings.steps, **options.get(name, {}))
+            attack = build_attack(name, attack_model, settings.eps, **_attack_kwargs(settings, options, name))
             on_bare = attack_model is run.model
             cache = adversarial_cache if on_bare else None
             key = (*cache_id, name, repr(sorted(attack_config[name].items())))
@@ -188,6 +196,12 @@ def _attack_passes(run: _Run, runs: Sequence[str], names: list[str], settings: E
             if kept:
                 examples[f"{threat_name}/{name}"] = kept
     return results, robust, examples
+
+
+def _attack_kwargs(settings: EvaluationSettings, options: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    """The steps and extra options of attack `name`: its own "steps" in `attack_options` wins over `steps`."""
+    extra = dict(options.get(name, {}))
+    return {"steps": extra.pop("steps", settings.steps), **extra}
 
 
 def _copy_to_other_threats(threats: tuple[str, ...], ran: str, names: list[str], results: list[AttackResult],
@@ -208,6 +222,7 @@ class _Run:
         self.model, self.defence, self.batches = model, defence, batches
         self.seed, self.device, self.bar = seed, device, bar
         self.purified_clean: dict[int, torch.Tensor] = {}  # batch -> P(x) of the clean pass, reused by attacks
+        self.resubmissions = 0  # extra independent purifications of each adversarial image
 
     def purify(self, images: torch.Tensor, batch: int) -> torch.Tensor:
         """The defence's output with the noise of `batch`: equal noise for clean and adversarial images."""
@@ -260,7 +275,7 @@ class _Run:
         The residual and perturbation statistics cover the attacked images.
         """
         self.bar.set_postfix_str(f"{threat} {name}")
-        robust, linf, l2, perturbation, kept = [], [], [], [], {}
+        robust, every_draw, linf, l2, perturbation, kept = [], [], [], [], [], {}
         start = time.perf_counter()
         ends = torch.tensor([len(b[1]) for b in self.batches]).cumsum(0).tolist()
         for index, (images, labels) in enumerate(self.batches):
@@ -282,6 +297,7 @@ class _Run:
                 purified_clean = self.purified_clean[index].to(self.device) if self.defence is not None else images
                 purified = self.purify(adversarial, index)
                 robust.append(correct(self.model(purified), labels).cpu())
+                every_draw.append(robust[-1] & self._survives_resubmission(adversarial, labels, threat, name, index))
             residual = purified - purified_clean
             linf.append(linf_norm(residual)[attacked].cpu())
             l2.append(l2_norm(residual)[attacked].cpu())
@@ -291,6 +307,7 @@ class _Run:
                         "purified": purified[:keep].cpu(), "residual": residual[:keep].cpu()}  # fmt: skip
             self.bar.update()
         robust_all = torch.cat(robust) & defended_correct.cpu()
+        every_draw_all = torch.cat(every_draw) & defended_correct.cpu()
         linf, l2, perturbation = torch.cat(linf), torch.cat(l2), torch.cat(perturbation)
         none_attacked = linf.numel() == 0  # the defence misclassifies every clean image
         entry = AttackResult(
@@ -299,8 +316,20 @@ class _Run:
             residual_l2=0.0 if none_attacked else float(l2.mean()),
             perturbation_linf=0.0 if none_attacked else float(perturbation.max()),
             seconds=time.perf_counter() - start,
+            robust_every_draw=float(every_draw_all.float().mean()) if self.resubmissions else None,
         )  # fmt: skip
         return entry, robust_all, kept
+
+
+    @torch.no_grad()
+    def _survives_resubmission(self, adversarial: torch.Tensor, labels: torch.Tensor, threat: str, name: str,
+                               batch: int) -> torch.Tensor:
+        """Boolean (N,) on the CPU: classified correctly in each of `resubmissions` independent draws."""
+        survived = torch.ones(labels.shape[0], dtype=torch.bool)
+        for draw in range(self.resubmissions):
+            torch.manual_seed(_derive(self.seed, "resubmit", threat, name, batch, draw))
+            survived &= correct(self.model(self.defence(adversarial)), labels).cpu()
+        return survived
 
 
 def _attack_model(threat: str, model: nn.Module, defence: nn.Module | None, eot: int,
@@ -339,12 +368,14 @@ def _parse_threats(threat: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(expanded))
 
 
-def _check_arguments(eps: float, batch_size: int, eot_samples: int | None, keep_examples: int) -> None:
+def _check_arguments(eps: float, batch_size: int, eot_samples: int | None, keep_examples: int,
+                     resubmissions: int) -> None:
     if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps <= 1:
         raise ValueError(
             f"eps must be a number in (0, 1] on the [0, 1] pixel scale (8/255 = 0.031), got {eps!r}"
         )
-    for name, value, low in (("batch_size", batch_size, 1), ("keep_examples", keep_examples, 0)):
+    for name, value, low in (("batch_size", batch_size, 1), ("keep_examples", keep_examples, 0),
+                             ("resubmissions", resubmissions, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if eot_samples is not None and (isinstance(eot_samples, bool) or not isinstance(eot_samples, int)
