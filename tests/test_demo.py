@@ -19,6 +19,7 @@ from impure.classifiers import load_classifier
 from impure.cli import main
 from impure.demo import (
     BOTTOM,
+    CAPTION,
     CIFAR10_CLASSES,
     FRAME,
     GAP,
@@ -81,11 +82,35 @@ def test_demo_on_shipped_samples_prints_report_and_writes_grid(tmp_path, purifie
     assert re.search(r"x_adv - x\s+L-inf max 8/255", report)
     assert "P(x_adv) - P(x)" in report and "time" in report
     with Image.open(out) as grid:
-        cell = TILE + 2 * FRAME + GAP
-        assert grid.size == (LEFT + GRID_COLUMNS * cell, TOP + 4 * cell + BOTTOM)
-        first = np.asarray(grid.convert("RGB"))[TOP + FRAME:TOP + FRAME + TILE, LEFT + FRAME:LEFT + FRAME + TILE]
+        width = TILE + 2 * FRAME + GAP
+        height = width + CAPTION  # the predicted class is written below each tile
+        assert grid.size == (LEFT + GRID_COLUMNS * width, TOP + 5 * height + BOTTOM)
+        pixels = np.asarray(grid.convert("RGB"))
+    first = pixels[TOP + FRAME:TOP + FRAME + TILE, LEFT + FRAME:LEFT + FRAME + TILE]
     scale = TILE // 32
     np.testing.assert_array_equal(first, samples["images"][0].repeat(scale, 0).repeat(scale, 1))
+    title = pixels[:TOP - 20, :LEFT + 4 * width]  # the title and the accuracies are drawn above the grid
+    assert (title < 128).any()
+    caption = pixels[TOP + height - GAP - CAPTION:TOP + height - GAP, LEFT:LEFT + width]  # "airplane" or not
+    assert (caption < 128).any()
+
+
+def test_demo_grid_shows_the_purified_clean_row_and_the_predicted_classes(purifier_folder):
+    result = run_demo(purifier=str(purifier_folder), limit=4, steps=2, device="cpu")
+    classifier = load_classifier("impure/cifar10-resnet20")
+    images = load_demo_images(limit=4)[0]
+    with torch.no_grad():
+        assert torch.equal(result.predictions["clean"], classifier(images).argmax(1))
+        purified_clean = classifier(result.examples["purified_clean"]).argmax(1)
+    assert torch.equal(result.predictions["purified_clean"], purified_clean)
+    for name in ("clean", "attacked", "purified_clean", "purified_attacked"):
+        assert torch.equal(getattr(result, f"{name}_correct"), result.predictions[name] == result.labels)
+    pixels = np.asarray(result.grid_image().convert("RGB"))
+    height = TILE + 2 * FRAME + GAP + CAPTION
+    row = TOP + 3 * height + FRAME  # the fourth row: purified clean
+    tile = pixels[row:row + TILE, LEFT + FRAME:LEFT + FRAME + TILE]
+    expected = (result.examples["purified_clean"][0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+    np.testing.assert_array_equal(tile[::TILE // 32, ::TILE // 32], expected.numpy())
 
 
 def test_demo_refuses_to_overwrite_without_force(tmp_path, purifier_folder, capsys):
@@ -212,8 +237,9 @@ def test_demo_default_bundled_weights(tmp_path, capsys):
     assert status == 0, captured.err
     assert "purifier    impure/cifar10 (strength 1)" in captured.out
     assert all(total == 4 for _, total in _accuracies(captured.out).values())
-    with Image.open(out) as grid:
-        assert grid.width > grid.height
+    width = TILE + 2 * FRAME + GAP
+    with Image.open(out) as grid:  # four columns; the title may make it wider
+        assert grid.width >= LEFT + 4 * width and grid.height == TOP + 5 * (width + CAPTION) + BOTTOM
 
 
 def test_rerunning_the_demo_replaces_its_own_default_output(tmp_path, purifier_folder, monkeypatch, capsys):

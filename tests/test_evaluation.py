@@ -454,3 +454,19 @@ def test_adaptive_protocol_flags_masked_gradients_and_passes_an_honest_defence(m
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = AdaptiveReport.load_json(paths["json"])
     assert again.to_markdown() == noisy.to_markdown()
+
+
+def test_per_image_outcomes_add_up_to_the_reported_numbers(model, data):
+    result = evaluate(model, data, JPEG(75), attacks=["fgsm"], threat="both", **FAST)
+    outcome = result.per_image
+    labels = outcome["labels"]
+    assert float((outcome["clean_prediction"] == labels).float().mean()) == result.clean_accuracy
+    defended = outcome["defended_prediction"] == labels
+    assert float(defended.float().mean()) == result.defended_accuracy
+    for threat in ("grey-box", "white-box"):
+        robust = (outcome[f"{threat}/fgsm/prediction"] == labels) & defended
+        assert float(robust.float().mean()) == result.robust_accuracy("fgsm", threat)
+        assert float(outcome[f"{threat}/fgsm/perturbation_linf"].max()) == pytest.approx(EPS, abs=1e-6)
+    # White-box attacks only the images the defence gets right: the others keep a zero perturbation.
+    assert torch.all(outcome["white-box/fgsm/perturbation_linf"][~defended] == 0)
+    assert "per_image" not in result.to_dict()

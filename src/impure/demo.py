@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -17,7 +15,6 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from ._modes import eval_mode
 from .model import Purifier
 
 __all__ = [
@@ -39,9 +36,13 @@ IMAGE_SIZE = 32  # images of a folder are resized to CIFAR-10's size
 
 # Grid layout, in pixels: images are upscaled (nearest) to about TILE, framed green (classified correctly)
 # or red (wrong), and separated by GAP; row names sit in the LEFT margin, class names in the TOP one.
+# Each tile has its predicted class in a CAPTION strip below it; TOP holds the title, accuracies and classes.
 GRID_COLUMNS = 10
-TILE, FRAME, GAP, LEFT, TOP, BOTTOM = 128, 3, 6, 150, 22, 26
-_ROW_NAMES = ("clean", "adversarial", "perturbation", "purified adv.")
+TILE, FRAME, GAP, CAPTION, LEFT, TOP, BOTTOM = 128, 3, 6, 14, 150, 58, 26
+_ROW_NAMES = ("clean", "adversarial", "perturbation", "purified clean", "purified adv.")
+_EXAMPLE_ROWS = ("clean", "adversarial", "purified_clean", "purified")
+_ACCURACY_NAMES = {"clean": "clean", "attacked": "attacked, no defence", "purified_clean": "purified clean",
+                   "purified_attacked": "purified attacked"}
 _GREEN, _RED, _GREY = (0.1, 0.7, 0.2), (0.85, 0.1, 0.1), (0.6, 0.6, 0.6)
 
 
@@ -111,9 +112,11 @@ def _check_npz_classes(path: Path) -> None:
 class DemoResult:
     """Per-image outcomes of a demo run; the accuracies and norms are summaries of them.
 
-    The `*_correct` fields are boolean (N,); the norms are per image, (N,), on the [0, 1] pixel scale:
-    the perturbation is x_adv - x, the residual P(x_adv) - P(x) (both purified with the same noise).
-    `examples` keeps the first images ("clean", "adversarial", "purified") for the grid.
+    `predictions` holds the predicted classes (N,) on "clean", "attacked" (no defence), "purified_clean" and
+    "purified_attacked" images; the `*_correct` fields are those compared with the labels. The norms are
+    per image, (N,), on the [0, 1] pixel scale: the perturbation is x_adv - x, the residual P(x_adv) - P(x)
+    (both purified with the same noise). `examples` keeps the first images ("clean", "adversarial",
+    "purified_clean", "purified") for the grid.
     """
 
     source: str
@@ -125,6 +128,7 @@ class DemoResult:
     steps: int
     strength: float
     labels: torch.Tensor
+    predictions: dict[str, torch.Tensor]
     clean_correct: torch.Tensor
     attacked_correct: torch.Tensor
     purified_clean_correct: torch.Tensor
@@ -172,36 +176,56 @@ class DemoResult:
         return "\n".join(lines)
 
     def grid_image(self) -> Image.Image:
-        """The grid as a Pillow image: rows clean, adversarial, perturbation (amplified so that +-eps is
-        full contrast, grey is zero) and purified adversarial; one column per example image."""
-        clean, adversarial, purified = (self.examples[k].float().cpu() for k in ("clean", "adversarial", "purified"))
+        """The grid as a Pillow image that tells the story on its own: a title with the setting and the four
+        accuracies; rows clean, adversarial, perturbation (amplified so that +-eps is full contrast, grey is
+        zero), purified clean and purified adversarial; one column per example image, headed by its true
+        class, each tile framed green (classified correctly) or red (wrong) over the class predicted."""
+        clean, adversarial, purified_clean, purified = (self.examples[k].float().cpu() for k in _EXAMPLE_ROWS)
         count, size = clean.shape[0], clean.shape[-1]
         perturbation = (0.5 + (adversarial - clean) / (2 * self.eps)).clamp(0, 1)
-        tiles = torch.stack([clean, adversarial, perturbation, purified])  # (4, K, 3, H, W)
+        tiles = torch.stack([clean, adversarial, perturbation, purified_clean, purified])  # (5, K, 3, H, W)
         scale = max(1, TILE // size)
         tiles = tiles.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-        outcome = torch.stack([self.clean_correct[:count], self.attacked_correct[:count],
-                               torch.zeros(count, dtype=torch.bool), self.purified_attacked_correct[:count]])
-        colours = torch.where(outcome[..., None].cpu(), torch.tensor(_GREEN), torch.tensor(_RED))
+        row_outcomes = [self.clean_correct, self.attacked_correct, None, self.purified_clean_correct,
+                        self.purified_attacked_correct]
+        outcome = torch.stack([torch.zeros(count, dtype=torch.bool) if o is None else o[:count].cpu()
+                               for o in row_outcomes])
+        colours = torch.where(outcome[..., None], torch.tensor(_GREEN), torch.tensor(_RED))
         colours[2] = torch.tensor(_GREY)  # the perturbation row has no prediction
         framed = colours[..., None, None].expand(*tiles.shape[:3], *(s + 2 * FRAME for s in tiles.shape[-2:]))
         framed = framed.clone()
         framed[..., FRAME:-FRAME, FRAME:-FRAME] = tiles
-        cells = F.pad(framed, (0, GAP, 0, GAP), value=1.0)  # (4, K, 3, h, w)
+        cells = F.pad(framed, (0, GAP, 0, GAP + CAPTION), value=1.0)  # (5, K, 3, h, w), caption space below
         rows, _, _, height, width = cells.shape
         body = cells.permute(2, 0, 3, 1, 4).reshape(3, rows * height, count * width)
         pixels = (body.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
         font = ImageFont.load_default()
-        legend = (f"frame: green = classified correctly, red = wrong; perturbation amplified {0.5 / self.eps:.0f}x "
-                  f"(grey = 0); PGD eps {_in_255(self.eps)}")
-        canvas_width = max(LEFT + pixels.shape[1], 16 + round(font.getlength(legend)))  # few columns: fit the legend
+        accuracy = self.accuracies
+        lines = [
+            f"{self.classifier} behind the purifier {self.purifier} (strength {self.strength:g}): PGD on the "
+            f"classifier alone (grey-box), eps {_in_255(self.eps)}, {self.steps} steps, {self.count} images",
+            "accuracy: " + "   ".join(f"{name} {accuracy[key]:.0%}" for key, name in _ACCURACY_NAMES.items()),
+        ]
+        legend = (f"frame: green = classified correctly, red = wrong, with the predicted class below; "
+                  f"perturbation amplified {0.5 / self.eps:.0f}x (grey = 0)")
+        text_width = max(round(font.getlength(text)) for text in (*lines, legend))
+        canvas_width = max(LEFT + pixels.shape[1], 16 + text_width)  # few columns: fit the text
         canvas = Image.new("RGB", (canvas_width, TOP + pixels.shape[0] + BOTTOM), "white")
         canvas.paste(Image.fromarray(pixels), (LEFT, TOP))
         draw = ImageDraw.Draw(canvas)
+        for index, text in enumerate(lines):
+            draw.text((8, 6 + 16 * index), text, fill="black", font=font)
         for row, name in enumerate(_ROW_NAMES):
             draw.text((8, TOP + row * height + height // 2 - 6), name, fill="black", font=font)
+        row_predictions = [self.predictions[k] for k in ("clean", "attacked")] + [None] + \
+                          [self.predictions[k] for k in ("purified_clean", "purified_attacked")]
         for column, label in enumerate(self.labels[:count].tolist()):
-            draw.text((LEFT + column * width + FRAME, 6), CIFAR10_CLASSES[label], fill="black", font=font)
+            x = LEFT + column * width + FRAME
+            draw.text((x, TOP - 16), CIFAR10_CLASSES[label], fill="black", font=font)
+            for row, predicted in enumerate(row_predictions):
+                if predicted is not None:
+                    draw.text((x, TOP + row * height + height - GAP - CAPTION + 1),
+                              CIFAR10_CLASSES[int(predicted[column])], fill="black", font=font)
         draw.text((8, TOP + rows * height + 4), legend, fill="black", font=font)
         return canvas
 
@@ -252,10 +276,10 @@ def run_demo(
         device: "auto", "cuda", "mps" or "cpu".
         batch_size: images per batch.
     """
-    from .attacks import PGD, attack_settings
+    from .attacks import attack_settings
     from .classifiers import resolve_classifier
     from .device import select_device
-    from .metrics import l2_norm, linf_norm
+    from .evaluation import evaluate
 
     for name, value, low in (("steps", steps, 1), ("seed", seed, 0), ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -271,55 +295,30 @@ def run_demo(
     else:
         purifier_name = str(purifier)
         purifier = Purifier.from_pretrained(purifier).set_strength(strength)
-    purifier = purifier.to(device)
     model, classifier_name = resolve_classifier(classifier)
-    model = model.to(device)
-    settings = attack_settings("pgd", eps, steps)
-    attack = PGD(model, **settings, generator=torch.Generator().manual_seed(seed))
-    noise = torch.Generator(device=device).manual_seed(seed)
-    seconds = {"loading": time.perf_counter() - started, "classifying": 0.0, "attacking": 0.0, "purifying": 0.0}
-    outcomes: dict[str, list[torch.Tensor]] = {}
-    examples: dict[str, list[torch.Tensor]] = {"clean": [], "adversarial": [], "purified": []}
-    timed = partial(_timed, seconds, device)
-    with eval_mode(purifier, model):
-        for start in range(0, len(labels), batch_size):
-            x, y = images[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
-            with timed("attacking"):
-                adversarial = attack(x, y)
-            with torch.no_grad(), timed("purifying"):
-                state = noise.get_state()  # the same noise for x and x_adv: the residual is the attack's
-                purified_clean = purifier(x, generator=noise)
-                noise.set_state(state)
-                purified = purifier(adversarial, generator=noise)
-            for name, batch in (("clean", x), ("attacked", adversarial), ("purified_clean", purified_clean),
-                                ("purified_attacked", purified)):
-                with torch.no_grad(), timed("classifying"):
-                    predictions = model(batch).argmax(dim=1)
-                outcomes.setdefault(f"{name}_correct", []).append((predictions == y).cpu())
-            norms = {"perturbation_linf": linf_norm(adversarial - x), "perturbation_l2": l2_norm(adversarial - x),
-                     "residual_linf": linf_norm(purified - purified_clean),
-                     "residual_l2": l2_norm(purified - purified_clean)}
-            for name, values in norms.items():
-                outcomes.setdefault(name, []).append(values.cpu())
-            keep = max(0, GRID_COLUMNS - start)
-            for name, batch in (("clean", x), ("adversarial", adversarial), ("purified", purified)):
-                examples[name].append(batch[:keep].cpu())
+    seconds = {"loading": time.perf_counter() - started}
+    # Grey-box, as `impure evaluate` measures it: PGD on the bare classifier (made once, shared through the
+    # cache), then the same adversarial images through the purifier, x and x_adv purified with equal noise.
+    run = partial(evaluate, model, (images, labels), attacks=["pgd"], threat="grey-box", eps=eps, steps=steps,
+                  batch_size=batch_size, seed=seed, device=device, progress=False, adversarial_cache={})
+    started = time.perf_counter()
+    bare = run(None).per_image
+    seconds["attacking"] = time.perf_counter() - started
+    defended_run = run(purifier, keep_examples=GRID_COLUMNS)
+    seconds["purifying"] = time.perf_counter() - started - seconds["attacking"]
+    defended, kept = defended_run.per_image, defended_run.examples["grey-box/pgd"]
+    predictions = {"clean": bare["clean_prediction"], "attacked": bare["grey-box/pgd/prediction"],
+                   "purified_clean": defended["defended_prediction"],
+                   "purified_attacked": defended["grey-box/pgd/prediction"]}
     return DemoResult(
         source=source, purifier=purifier_name, classifier=classifier_name, device=str(device), eps=eps,
-        alpha=settings["alpha"], steps=steps, strength=strength, labels=labels, seconds=seconds,
-        examples={name: torch.cat(parts) for name, parts in examples.items()},
-        **{name: torch.cat(parts) for name, parts in outcomes.items()},
+        alpha=attack_settings("pgd", eps, steps)["alpha"], steps=steps, strength=strength, labels=labels,
+        predictions=predictions, seconds=seconds,
+        **{f"{name}_correct": predicted == labels for name, predicted in predictions.items()},
+        **{key: defended[f"grey-box/pgd/{key}"] for key in ("perturbation_linf", "perturbation_l2",
+                                                          "residual_linf", "residual_l2")},
+        examples={name: kept[name] for name in ("clean", "adversarial", "purified_clean", "purified")},
     )
-
-
-@contextmanager
-def _timed(seconds: dict[str, float], device: torch.device, stage: str) -> Iterator[None]:
-    """Add the time the block takes to `seconds[stage]`, waiting for the GPU so that its work is counted."""
-    start = time.perf_counter()
-    yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds[stage] += time.perf_counter() - start
 
 
 def _in_255(value: float) -> str:

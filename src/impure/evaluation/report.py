@@ -62,6 +62,11 @@ class EvaluationResult:
     mean: dict[str, float] = field(default_factory=dict)  # threat -> mean robust accuracy over attacks
     # First images of each (threat, attack) for `save_grid`: clean, adversarial, purified, residual.
     examples: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+    # Per-image outcomes of this run (not saved): "labels", "clean_prediction" (bare classifier),
+    # "defended_prediction" (through the defence) and, per "{threat}/{attack}/", "prediction" (through the
+    # defence, adversarial image) and the norms "perturbation_linf", "perturbation_l2", "residual_linf",
+    # "residual_l2" (0 for images not attacked).
+    per_image: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     # ----------------------------------------------------------------------------------------------
     def robust_accuracy(self, attack: str, threat: str = "grey-box") -> float:
@@ -76,6 +81,7 @@ class EvaluationResult:
         """A JSON-ready dictionary of every measured number (examples excluded)."""
         data = dataclasses.asdict(self)
         data.pop("examples")
+        data.pop("per_image")
         return _finite(data)
 
     def to_json(self) -> str:

@@ -158,7 +158,7 @@ def evaluate(
         results, robust, examples = _attack_passes(run, runs, names, settings, options, attack_config, eot,
                                                    clean["defended_correct"], adversarial_cache, cache_id)
     if defence is None:
-        _copy_to_other_threats(threats, runs[0], names, results, robust, examples)
+        _copy_to_other_threats(threats, runs[0], names, results, robust, examples, run.per_image)
     return EvaluationResult(
         classifier=classifier_name, defence=defence_name, data=data_name, num_images=len(images),
         eps=settings.eps, threats=list(threats), clean_accuracy=clean["clean_accuracy"],
@@ -172,7 +172,7 @@ def evaluate(
         worst_case={t: float(torch.stack([robust[t, n] for n in names]).all(0).float().mean())
                     for t in threats},
         mean={t: sum(float(robust[t, n].float().mean()) for n in names) / len(names) for t in threats},
-        examples=examples,
+        examples=examples, per_image=run.per_image,
     )  # fmt: skip
 
 
@@ -205,13 +205,15 @@ def _attack_kwargs(settings: EvaluationSettings, options: dict[str, dict[str, An
 
 
 def _copy_to_other_threats(threats: tuple[str, ...], ran: str, names: list[str], results: list[AttackResult],
-                           robust: dict, examples: dict) -> None:
+                           robust: dict, examples: dict, per_image: dict) -> None:
     """Without a defence every threat model is the same attack on the same model: copy the one that ran."""
     for threat_name in threats[1:]:
         results += [AttackResult(**{**vars(e), "threat": threat_name}) for e in results if e.threat == ran]
         robust.update({(threat_name, name): robust[ran, name] for name in names})
         first = [(k.split("/")[1], v) for k, v in examples.items() if k.startswith(f"{ran}/")]
         examples.update({f"{threat_name}/{name}": v for name, v in first})
+        per_image.update({f"{threat_name}/{key[len(ran) + 1:]}": value for key, value in list(per_image.items())
+                          if key.startswith(f"{ran}/")})
 
 
 class _Run:
@@ -223,6 +225,7 @@ class _Run:
         self.seed, self.device, self.bar = seed, device, bar
         self.purified_clean: dict[int, torch.Tensor] = {}  # batch -> P(x) of the clean pass, reused by attacks
         self.resubmissions = 0  # extra independent purifications of each adversarial image
+        self.per_image: dict[str, torch.Tensor] = {}  # see EvaluationResult.per_image
 
     def purify(self, images: torch.Tensor, batch: int) -> torch.Tensor:
         """The defence's output with the noise of `batch`: equal noise for clean and adversarial images."""
@@ -237,15 +240,15 @@ class _Run:
         self.bar.set_postfix_str("clean")
         warm = self.batches[0][0].to(self.device)
         self.model(self.purify(warm, 0))  # first calls set up kernels; keep them out of the timings
-        bare, defended, quality = [], [], []
+        bare, defended, quality = [], [], []  # predicted classes
         bare_seconds = defended_seconds = 0.0
         for index, (images, labels) in enumerate(self.batches):
             images, labels = images.to(self.device), labels.to(self.device)
             start = _now(self.device)
-            bare.append(correct(self.model(images), labels))
+            bare.append(self.model(images).argmax(dim=1))
             middle = _now(self.device)
             purified = self.purify(images, index)
-            defended.append(correct(self.model(purified), labels))
+            defended.append(self.model(purified).argmax(dim=1))
             end = _now(self.device)
             bare_seconds, defended_seconds = bare_seconds + middle - start, defended_seconds + end - middle
             quality.append(psnr(purified, images).clamp(max=_PSNR_CAP))
@@ -253,9 +256,13 @@ class _Run:
                 self.purified_clean[index] = purified.cpu()
             self.bar.update()
         count = sum(len(b[1]) for b in self.batches)
-        defended_correct = torch.cat(defended)
+        labels = torch.cat([b[1] for b in self.batches]).to(self.device)
+        bare_predictions, defended_predictions = torch.cat(bare), torch.cat(defended)
+        defended_correct = defended_predictions == labels
+        self.per_image.update(labels=labels.cpu(), clean_prediction=bare_predictions.cpu(),
+                              defended_prediction=defended_predictions.cpu())
         return {
-            "clean_accuracy": float(torch.cat(bare).float().mean()),
+            "clean_accuracy": float((bare_predictions == labels).float().mean()),
             "defended_accuracy": float(defended_correct.float().mean()),
             "defended_correct": defended_correct,
             "psnr": None if self.defence is None else float(torch.cat(quality).mean()),
@@ -275,7 +282,7 @@ class _Run:
         The residual and perturbation statistics cover the attacked images.
         """
         self.bar.set_postfix_str(f"{threat} {name}")
-        robust, every_draw, linf, l2, perturbation, kept = [], [], [], [], [], {}
+        robust, every_draw, predictions, norms, kept = [], [], [], [], {}
         start = time.perf_counter()
         ends = torch.tensor([len(b[1]) for b in self.batches]).cumsum(0).tolist()
         for index, (images, labels) in enumerate(self.batches):
@@ -296,19 +303,26 @@ class _Run:
                 # The same noise as the clean pass, so the same P(x): reuse it rather than purify again.
                 purified_clean = self.purified_clean[index].to(self.device) if self.defence is not None else images
                 purified = self.purify(adversarial, index)
-                robust.append(correct(self.model(purified), labels).cpu())
+                predictions.append(self.model(purified).argmax(dim=1).cpu())
+                robust.append(predictions[-1] == labels.cpu())
                 every_draw.append(robust[-1] & self._survives_resubmission(adversarial, labels, threat, name, index))
-            residual = purified - purified_clean
-            linf.append(linf_norm(residual)[attacked].cpu())
-            l2.append(l2_norm(residual)[attacked].cpu())
-            perturbation.append(linf_norm(adversarial - images)[attacked].cpu())
+            residual, perturbation = purified - purified_clean, adversarial - images
+            norms.append(torch.stack([linf_norm(perturbation), l2_norm(perturbation), linf_norm(residual),
+                                      l2_norm(residual), attacked.float()], dim=1).cpu())
             if index == 0 and keep:
                 kept = {"clean": images[:keep].cpu(), "adversarial": adversarial[:keep].cpu(),
-                        "purified": purified[:keep].cpu(), "residual": residual[:keep].cpu()}  # fmt: skip
+                        "purified_clean": purified_clean[:keep].cpu(), "purified": purified[:keep].cpu(),
+                        "residual": residual[:keep].cpu()}  # fmt: skip
             self.bar.update()
         robust_all = torch.cat(robust) & defended_correct.cpu()
         every_draw_all = torch.cat(every_draw) & defended_correct.cpu()
-        linf, l2, perturbation = torch.cat(linf), torch.cat(l2), torch.cat(perturbation)
+        norms = torch.cat(norms)
+        prefix = f"{threat}/{name}/"
+        self.per_image[prefix + "prediction"] = torch.cat(predictions)
+        for column, key in enumerate(("perturbation_linf", "perturbation_l2", "residual_linf", "residual_l2")):
+            self.per_image[prefix + key] = norms[:, column]
+        chosen = norms[norms[:, 4] > 0]  # the attacked images
+        linf, l2, perturbation = chosen[:, 2], chosen[:, 3], chosen[:, 0]
         none_attacked = linf.numel() == 0  # the defence misclassifies every clean image
         entry = AttackResult(
             attack=name, threat=threat, robust_accuracy=float(robust_all.float().mean()),
