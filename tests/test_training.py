@@ -325,6 +325,8 @@ def test_cli_runs_both_stages_on_cifar10_and_lowers_the_loss(tmp_path, data, cap
     assert {"pixel", "feature/r20/layer1.2.relu_1", "feature/r20/layer2.2.relu_1", "images_per_s"} <= log[0].keys()
     assert log[-1]["total"] < log[0]["total"]
     assert (tmp_path / "fine" / "model" / "model.safetensors").is_file()
+    card = (tmp_path / "fine" / "model" / "README.md").read_text()  # the model card states the recipe
+    assert "## Training" in card and "- `stage`: finetune" in card and "steps = 24, batch_size = 16" in card
 
 
 def test_finetune_attacks_on_the_fly(tmp_path, data):

@@ -207,6 +207,51 @@ class Purifier(
         load_state_dict_strict(model, convert_reference_state_dict(state, config), str(path))
         return model.eval()
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *, evaluation: Any = None,
+                        training: str | dict[str, Any] | None = None, name: str | None = None,
+                        model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> str | None:
+        """Write `config.json`, `model.safetensors` and a model card (`README.md`) into `save_directory`.
+
+        The mixin's method (`push_to_hub=True, repo_id="org/name"` also uploads the folder; see
+        `push_to_hub`). The card (`impure.cards.model_card`) has the Hub metadata, the architecture, how to
+        load and wrap the purifier and, when given, the training recipe and the measured table. A card
+        already in the folder is kept unless `evaluation`, `training` or `name` is given: then it is rewritten.
+
+        Args:
+            save_directory: the folder (created if missing).
+            evaluation: an `EvaluationResult` (or several) of this purifier, for the card's table and its
+                `model-index` metrics.
+            training: the training recipe: Markdown text or a Trainer config dict (`TrainConfig.to_dict()`).
+            name: the name users load it by (default: `repo_id` when pushing, else a placeholder).
+            model_card_kwargs, **kwargs: the mixin's (`config`, `push_to_hub`, `repo_id`, ...).
+        """
+        card = {**(model_card_kwargs or {}), **{key: value for key, value in
+                                                 (("evaluation", evaluation), ("training", training), ("name", name))
+                                                 if value is not None}}  # fmt: skip
+        readme = Path(save_directory) / "README.md"
+        if card and readme.is_file():
+            readme.unlink()  # asked for a new card: the mixin writes cards only where there is none
+        return super().save_pretrained(save_directory, model_card_kwargs=card, **kwargs)
+
+    def push_to_hub(self, repo_id: str, *, evaluation: Any = None, training: str | dict[str, Any] | None = None,
+                    model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        """Upload config, weights and model card to the Hub repository `repo_id` ("org/name"), creating it.
+
+        The mixin's method (`token`, `private`, `branch`, `create_pr`, `commit_message`, ...); the card is
+        written as by `save_pretrained`, named `repo_id`, with `evaluation` and `training` if given. Log in
+        first (`hf auth login`, or pass `token`).
+        """
+        card = {"name": repo_id, **(model_card_kwargs or {}),
+                **{key: value for key, value in (("evaluation", evaluation), ("training", training))
+                   if value is not None}}  # fmt: skip
+        return super().push_to_hub(repo_id, model_card_kwargs=card, **kwargs)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any):
+        """The model card `save_pretrained` writes: `impure.cards.model_card` for this purifier's config."""
+        from ..cards import model_card
+
+        return model_card(self.config, **kwargs)
+
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write `model.safetensors` atomically (the mixin writes `config.json` beside it)."""
         from ..hub import WEIGHTS_NAME, save_file_atomic

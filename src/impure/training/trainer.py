@@ -489,7 +489,7 @@ class Trainer:
         target = self.output_dir / MODEL_DIR
         staging = Path(tempfile.mkdtemp(dir=self.output_dir, prefix=".model."))
         try:
-            purifier.save_pretrained(staging)
+            purifier.save_pretrained(staging, training=self.config.to_dict())  # the recipe goes on the card
             if target.exists():
                 old = target.with_name(f".{MODEL_DIR}.old")
                 shutil.rmtree(old, ignore_errors=True)
