@@ -432,3 +432,19 @@ def test_settings_added_since_a_checkpoint_take_their_defaults_in_every_section(
     assert merged["robust"]["ce_weight"] == 2.0 and merged["robust"]["eot_samples"] == 1  # a field added later
     assert merged["robust"]["attack"] == {"name": "fgsm", "eps": 0.01}  # a free-form table is kept as saved
     assert merged["optim"] == defaults["optim"]
+
+
+def test_tensorboard_scalars_beside_the_jsonl_log(tmp_path, data):
+    pytest.importorskip("tensorboard", reason='TensorBoard logging needs the extra: pip install "impure[tensorboard]"')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = tiny_config(tmp_path, data["train"], data={"val": data["val"], "val_limit": 8},
+                         log={"every": 2, "val_every": 3, "tensorboard": True})
+    Trainer(TrainConfig.from_dict(values)).fit(stop_after=4)  # interrupted, then resumed
+    Trainer(TrainConfig.from_dict(values)).fit(resume=True)
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    logged = records(tmp_path)
+    total = [(r["step"], r["total"]) for r in logged if "total" in r]
+    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("train/total")] == total
+    assert [e.step for e in events.Scalars("val/psnr")] == [r["step"] for r in logged if "val/psnr" in r]
+    assert "train/lr" in events.Tags()["scalars"]

@@ -183,6 +183,7 @@ class LogConfig:
     val_every: int = 0
     checkpoint_every: int = 100
     progress: bool = True  # tqdm bar on rank 0
+    tensorboard: bool = False  # also write the logged numbers as TensorBoard scalars into output_dir/tensorboard
 
 
 @dataclass

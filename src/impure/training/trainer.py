@@ -89,6 +89,7 @@ class _Run:
     val_sets: dict[str, tuple[torch.Tensor, ...]]
     log_path: Path
     bar: Any  # tqdm
+    tensorboard: Any  # a torch.utils.tensorboard SummaryWriter on rank 0 with log.tensorboard, else None
     step: int  # the step the run starts from
     sums: dict[str, torch.Tensor] = field(default_factory=dict)  # loss terms of the log window
     window_steps: int = 0
@@ -265,6 +266,7 @@ class Trainer:
             attacks=attacks, robust_classifiers=robust_classifiers, plan=plan,
             batches=plan.batches(dataset, step * optim.grad_accum, config.data.num_workers),
             val_sets=self._validation_set(device) if ctx.is_main else {}, log_path=log_path, bar=bar, step=step,
+            tensorboard=self._tensorboard(step) if ctx.is_main and config.log.tensorboard else None,
         )
 
     # ---------------------------------------------------------------------------------------------- the loop
@@ -320,7 +322,7 @@ class Trainer:
         run.sums, run.window_steps, run.window_images, run.window_start = {}, 0, 0, time.perf_counter()
         if run.ctx.is_main:
             run.bar.set_postfix(loss=f"{record['total']:.4f}", img_s=f"{record['images_per_s']:.1f}")
-            self._record(run.log_path, record)
+            self._record(run, record)
 
     def _maybe_validate(self, run: _Run, step: int) -> None:
         """Every `log.val_every` steps and at the end of the schedule, on rank 0."""
@@ -331,7 +333,7 @@ class Trainer:
         record = {"step": step, **self._validate(run.evaluated, run.val_sets)}
         run.window_start += time.perf_counter() - validation_start  # throughput counts training only
         run.bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        self._record(run.log_path, record)
+        self._record(run, record)
 
     def _maybe_checkpoint(self, run: _Run, step: int, force: bool) -> None:
         """Every `log.checkpoint_every` steps, and when forced (the last step, a time limit)."""
@@ -341,6 +343,8 @@ class Trainer:
 
     def _finish(self, run: _Run, step: int) -> dict[str, Any]:
         run.bar.close()
+        if run.tensorboard is not None:
+            run.tensorboard.close()
         finished = step >= run.optim.steps
         model_dir = self._save_model(run.evaluated) if finished and run.ctx.is_main else None
         run.ctx.barrier()
@@ -502,11 +506,26 @@ class Trainer:
             shutil.rmtree(staging, ignore_errors=True)
         return target
 
-    def _record(self, path: Path, record: dict[str, Any]) -> None:
-        """Append `record` to the JSONL log and to `history`."""
-        with path.open("a", encoding="utf-8") as stream:
+    def _record(self, run: _Run, record: dict[str, Any]) -> None:
+        """Append `record` to the JSONL log and to `history`, and its numbers to TensorBoard if enabled."""
+        with run.log_path.open("a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
         self.history.append(record)
+        if run.tensorboard is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float):
+                    run.tensorboard.add_scalar(key if key.startswith("val") else f"train/{key}", value,
+                                               global_step=record["step"])
+            run.tensorboard.flush()
+
+    def _tensorboard(self, step: int) -> Any:
+        """A SummaryWriter into `output_dir/tensorboard` that drops events after `step` (a resumed run)."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ImportError('log.tensorboard needs the tensorboard package: pip install "impure[tensorboard]" '
+                              "(or pip install tensorboard), or set log.tensorboard = false") from error
+        return SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=step + 1 if step else None)
 
     @staticmethod
     def _truncate_log(path: Path, step: int) -> None:
