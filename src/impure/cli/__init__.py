@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each module defines `register(subparsers)`, which adds its sub-command and sets `func`.
 # Modules are imported on demand so that `impure --help` stays fast.
-_COMMAND_MODULES = ("convert", "purify", "train", "make_adversarial", "evaluate", "demo")
+_COMMAND_MODULES = ("convert", "purify", "train", "make_adversarial", "evaluate", "demo", "app")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,187 @@
+"""The web demo behind `impure app` (the `app` extra: Gradio): pick or upload an image, attack the classifier,
+see the clean, adversarial and purified images side by side with their top-3 predictions; offline on a CPU."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .demo import CIFAR10_CLASSES, DEFAULT_CLASSIFIER, DEFAULT_PURIFIER, load_demo_images
+from .model import Purifier
+
+__all__ = ["ATTACKS", "attack_and_purify", "build_app", "sample_names"]
+
+ATTACKS = ("PGD", "FGSM")
+_DISPLAY = 224  # images are shown upscaled (nearest) to this side
+
+
+def sample_names() -> list[str]:
+    """Names of the shipped sample images, e.g. "1: airplane", in their order."""
+    _, labels, _ = load_demo_images()
+    return [f"{index + 1}: {CIFAR10_CLASSES[int(label)]}" for index, label in enumerate(labels)]
+
+
+@functools.lru_cache(maxsize=4)
+def _purifier(name: str) -> Purifier:
+    return Purifier.from_pretrained(name)
+
+
+@functools.lru_cache(maxsize=4)
+def _classifier(name: str) -> nn.Module:
+    from .classifiers import resolve_classifier
+
+    return resolve_classifier(name)[0].eval()
+
+
+def attack_and_purify(image: np.ndarray | None, sample: str | None, purifier: str = DEFAULT_PURIFIER,
+                      classifier: str = DEFAULT_CLASSIFIER, attack: str = "PGD", eps_255: float = 8.0,
+                      steps: int = 10, strength: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """Attack `classifier` on one image (grey-box: the attack sees the classifier only), purify the clean and
+    the adversarial image with the same noise, and classify all of them.
+
+    Args:
+        image: an uploaded RGB image (H, W, 3) uint8, resized to the purifier's size; or None to use `sample`.
+        sample: a name from `sample_names()`.
+        purifier, classifier: names or paths (bundled ones by default).
+        attack: "PGD" (random start, step ε/4) or "FGSM".
+        eps_255: the ℓ∞ budget in 1/255 steps.
+        steps: PGD iterations.
+        strength: the purification strength (`Purifier.set_strength`).
+        seed: seeds the attack's start and the purifier's noise.
+
+    Returns:
+        {"clean", "adversarial", "purified", "purified_clean", "residual"}: images (H, W, 3) uint8 (the
+        residual P(x_adv) - P(x) amplified so that ±ε is full contrast), and {"clean_top3",
+        "adversarial_top3", "purified_top3"}: class -> probability for the three most likely classes.
+    """
+    from .attacks import FGSM, PGD, attack_settings
+
+    if attack not in ATTACKS:
+        raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
+    model = _purifier(purifier)
+    model.set_strength(strength)
+    net = _classifier(classifier)
+    size = model.config.image_size
+    x = _input_image(image, sample, size)
+    eps = float(eps_255) / 255
+    with torch.no_grad():
+        label = net(x).argmax(dim=1)  # the attack moves away from the clean prediction
+    generator = torch.Generator().manual_seed(int(seed))
+    if attack == "PGD":
+        adversary = PGD(net, **attack_settings("pgd", eps, int(steps)), generator=generator)
+    else:
+        adversary = FGSM(net, eps=eps)
+    adversarial = adversary(x, label) if eps > 0 else x
+    with torch.no_grad():
+        purified_clean = model(x, generator=torch.Generator().manual_seed(int(seed)))
+        purified = model(adversarial, generator=torch.Generator().manual_seed(int(seed)))
+        probabilities = {name: net(batch).softmax(dim=1)[0] for name, batch in
+                         (("clean", x), ("adversarial", adversarial), ("purified", purified))}
+    residual = (0.5 + (purified - purified_clean) / (2 * max(eps, 1 / 255))).clamp(0, 1)
+    images = {"clean": x, "adversarial": adversarial, "purified": purified, "purified_clean": purified_clean,
+              "residual": residual}
+    return {**{name: _display(batch) for name, batch in images.items()},
+            **{f"{name}_top3": _top3(p) for name, p in probabilities.items()}}
+
+
+def _input_image(image: np.ndarray | None, sample: str | None, size: int) -> torch.Tensor:
+    from PIL import Image
+
+    if image is not None:
+        array = np.asarray(image)
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise ValueError(f"expected an RGB image, got an array of shape {array.shape}")
+        picture = Image.fromarray(array[..., :3].astype(np.uint8)).resize((size, size), Image.BICUBIC)
+        return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)[None].float() / 255
+    names = sample_names()
+    if sample not in names:
+        raise ValueError(f"choose a sample image ({names[0]}, ...) or upload one")
+    images, _, _ = load_demo_images()
+    x = images[names.index(sample)][None]
+    if x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    return x
+
+
+def _display(batch: torch.Tensor) -> np.ndarray:
+    image = (batch[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    scale = max(1, _DISPLAY // image.shape[0])
+    return image.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def _top3(probabilities: torch.Tensor) -> dict[str, float]:
+    names = CIFAR10_CLASSES if probabilities.numel() == len(CIFAR10_CLASSES) else \
+        [str(i) for i in range(probabilities.numel())]
+    values, indices = probabilities.topk(3)
+    return {names[int(i)]: float(v) for v, i in zip(values, indices, strict=True)}
+
+
+def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None = None):
+    """The Gradio Blocks app; `.launch()` serves it. Needs the extra: `pip install "impure[app]"`."""
+    try:
+        import gradio as gr
+    except ImportError as error:
+        raise ImportError('the web demo needs Gradio: pip install "impure[app]"') from error
+    from .hub import bundled_names
+
+    purifiers = purifiers or [name for name in bundled_names() if "resnet" not in name]
+    classifiers = classifiers or [DEFAULT_CLASSIFIER]
+    samples = sample_names()
+
+    def run(image, sample, purifier, classifier, attack, eps_255, steps, strength, seed):
+        try:
+            out = attack_and_purify(image, sample, purifier, classifier, attack, eps_255, steps, strength, seed)
+        except (ValueError, OSError) as error:  # a user's mistake: a message in the page, not a traceback
+            raise gr.Error(str(error)) from error
+        return (out["clean"], out["adversarial"], out["purified"], out["residual"], out["clean_top3"],
+                out["adversarial_top3"], out["purified_top3"])
+
+    with gr.Blocks(title="impure: adversarial purification") as app:
+        gr.Markdown("# impure: attack a classifier, then purify its input\n"
+                    "Pick a CIFAR-10 sample or upload an image, choose the attack and its budget, and compare "
+                    "the classifier's top-3 predictions on the clean, adversarial and purified images. The "
+                    "attack sees the classifier only (grey-box); everything runs offline on this machine.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                sample = gr.Dropdown(samples, value=samples[0], label="sample image")
+                upload = gr.Image(type="numpy", label="or upload an image (used instead of the sample)",
+                                  sources=["upload"], height=160)
+                purifier = gr.Dropdown(purifiers, value=purifiers[0], label="purifier", allow_custom_value=True)
+                classifier = gr.Dropdown(classifiers, value=classifiers[0], label="classifier",
+                                         allow_custom_value=True)
+                attack = gr.Radio(list(ATTACKS), value="PGD", label="attack")
+                eps = gr.Slider(0, 16, value=8, step=1, label="ε (in 1/255)")
+                steps = gr.Slider(1, 40, value=10, step=1, label="PGD steps")
+                strength = gr.Slider(0.25, 4, value=1, step=0.25, label="purification strength")
+                seed = gr.Number(value=0, precision=0, label="seed")
+                button = gr.Button("Attack and purify", variant="primary")
+            with gr.Column(scale=3):
+                with gr.Row():
+                    clean_image = gr.Image(label="clean", height=224, format="png")
+                    adversarial_image = gr.Image(label="adversarial", height=224, format="png")
+                    purified_image = gr.Image(label="purified adversarial", height=224, format="png")
+                    residual_image = gr.Image(label="residual P(x_adv) − P(x), ±ε full contrast", height=224,
+                                               format="png")
+                with gr.Row():
+                    clean_top = gr.Label(num_top_classes=3, label="clean: top-3")
+                    adversarial_top = gr.Label(num_top_classes=3, label="adversarial: top-3")
+                    purified_top = gr.Label(num_top_classes=3, label="purified adversarial: top-3")
+        button.click(run, [upload, sample, purifier, classifier, attack, eps, steps, strength, seed],
+                     [clean_image, adversarial_image, purified_image, residual_image, clean_top, adversarial_top,
+                      purified_top], api_name="purify")
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, *, block: bool = True, **launch: Any):
+    """Build the app and serve it on `host:port` (no share link, no analytics)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    app = build_app()
+    app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, **launch)
+    return app
