@@ -47,7 +47,8 @@ def attack_and_purify(image: np.ndarray | None, sample: str | None, purifier: st
     Args:
         image: an uploaded RGB image (H, W, 3) uint8, resized to the purifier's size; or None to use `sample`.
         sample: a name from `sample_names()`.
-        purifier, classifier: names or paths (bundled ones by default).
+        purifier: the purifier's name or folder (the bundled one by default).
+        classifier: the classifier's name or path (the bundled one by default).
         attack: "PGD" (random start, step ε/4) or "FGSM".
         eps_255: the ℓ∞ budget in 1/255 steps.
         steps: PGD iterations.

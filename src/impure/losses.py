@@ -90,8 +90,9 @@ class FeatureLoss(nn.Module):
     Args:
         network: any `nn.Module` traceable by torchvision's `create_feature_extractor`; it is frozen.
         nodes: node name -> weight, e.g. `PAPER_FEATURE_NODES` for torchvision's VGG19-BN.
-        mean, std: normalisation applied to the [0, 1] input before the network (torchvision's ImageNet
-            models need the ImageNet statistics); None when the network normalises internally.
+        mean: per-channel mean subtracted from the [0, 1] input before the network (torchvision's
+            ImageNet models need the ImageNet statistics); None when the network normalises internally.
+        std: per-channel standard deviation the input is divided by, with `mean`.
     """
 
     def __init__(self, network: nn.Module, nodes: Mapping[str, float], *,

@@ -61,7 +61,8 @@ class APGD(Attack):
         loss: "ce" (cross-entropy) or "dlr" (Difference of Logits Ratio; needs >= 3 classes, 4 targeted).
         rho: the step is halved when the loss rose in at most this fraction of the steps since the last
             checkpoint (default 0.75).
-        seed, generator: randomness of the starting points.
+        seed: randomness of the starting points.
+        generator: a `torch.Generator` to draw from instead of `seed` (see `Attack`).
     """
 
     def __init__(

@@ -19,7 +19,8 @@ class BIM(IterativeSignAttack):
         eps: ℓ∞ radius (default 8/255).
         alpha: step size (default 2/255).
         steps: number of steps (default 10).
-        seed, generator: accepted for a uniform interface; BIM draws no random numbers.
+        seed: accepted for a uniform interface; BIM draws no random numbers.
+        generator: a `torch.Generator` to draw from instead of `seed` (see `Attack`).
     """
 
     def __init__(

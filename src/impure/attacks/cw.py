@@ -40,7 +40,8 @@ class CW(Attack):
         kappa: confidence κ, the logit margin to reach (default 40).
         steps: Adam steps (default 10).
         lr: Adam learning rate on w (default 0.01, as torchattacks).
-        seed, generator: accepted for a uniform interface; C&W draws no random numbers.
+        seed: accepted for a uniform interface; C&W draws no random numbers.
+        generator: a `torch.Generator` to draw from instead of `seed` (see `Attack`).
     """
 
     def __init__(

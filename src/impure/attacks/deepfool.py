@@ -32,7 +32,8 @@ class DeepFool(Attack):
         steps: maximum iterations (default 50).
         overshoot: the accumulated perturbation is scaled by 1 + overshoot (default 0.02).
         candidates: classes considered, the true one included, taken by clean logit (default 10).
-        seed, generator: accepted for a uniform interface; DeepFool draws no random numbers.
+        seed: accepted for a uniform interface; DeepFool draws no random numbers.
+        generator: a `torch.Generator` to draw from instead of `seed` (see `Attack`).
     """
 
     supports_targeted = False

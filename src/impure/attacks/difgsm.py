@@ -75,7 +75,8 @@ class DIFGSM(IterativeSignAttack):
         resize_rate: extreme resize ratio (default 0.9: shrink to 90-100 % and pad back).
         diversity_prob: probability of transforming each image at each step (default 0.5).
         random_start: start from a random point of the ε-ball (default False).
-        seed, generator: randomness of the transformations and the start.
+        seed: randomness of the transformations and the start.
+        generator: a `torch.Generator` to draw from instead of `seed` (see `Attack`).
     """
 
     def __init__(

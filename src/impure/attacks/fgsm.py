@@ -16,7 +16,8 @@ class FGSM(Attack):
     Args:
         model: classifier returning logits for images in [0, 1].
         eps: ℓ∞ radius (default 8/255, the CIFAR-10 convention).
-        seed, generator: accepted for a uniform interface; FGSM draws no random numbers.
+        seed: accepted for a uniform interface; FGSM draws no random numbers.
+        generator: a `torch.Generator` to draw from instead of `seed` (see `Attack`).
     """
 
     def __init__(

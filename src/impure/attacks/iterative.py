@@ -22,7 +22,8 @@ class IterativeSignAttack(Attack):
         steps: number of gradient steps.
         decay: momentum decay factor (0 disables momentum).
         random_start: start from a uniform random point of the ε-ball; the first gradient is taken there.
-        seed, generator: randomness for the start (and input transformations).
+        seed: randomness for the start (and input transformations).
+        generator: a `torch.Generator` to draw from instead of `seed` (see `Attack`).
     """
 
     def __init__(

@@ -19,7 +19,8 @@ class MIFGSM(IterativeSignAttack):
         alpha: step size (default 2/255).
         steps: number of steps (default 10).
         decay: momentum decay factor μ (default 1.0, the paper's).
-        seed, generator: accepted for a uniform interface; MI-FGSM draws no random numbers.
+        seed: accepted for a uniform interface; MI-FGSM draws no random numbers.
+        generator: a `torch.Generator` to draw from instead of `seed` (see `Attack`).
     """
 
     def __init__(

@@ -19,7 +19,8 @@ class PGD(IterativeSignAttack):
         alpha: step size (default 2/255).
         steps: number of steps (default 10).
         random_start: start uniformly inside the ball, taking the first gradient there (default True).
-        seed, generator: randomness of the start.
+        seed: randomness of the start.
+        generator: a `torch.Generator` to draw from instead of `seed` (see `Attack`).
     """
 
     def __init__(

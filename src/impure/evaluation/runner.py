@@ -94,7 +94,17 @@ def evaluate(
         data: (images, labels) tensors, an `.npz`, an image folder or a torchvision dataset name.
         purifier: None, an `nn.Module`, a baseline name ("jpeg75", "bits4", "median3") or a name/folder
             for `Purifier.from_pretrained`.
-        settings: an `EvaluationSettings`; its fields may also be given (or overridden) as keywords:
+        settings: an `EvaluationSettings`; its fields may also be given (or overridden) as keywords,
+            listed under Other Parameters.
+        device: "auto", "cuda", "mps", "cpu" or a torch.device; the models are moved there.
+        image_size: resize image-folder data to this side.
+        data_root: where torchvision datasets are kept (default ~/.cache/impure/datasets).
+        classifier_weights: weights file for a classifier given by architecture name.
+        adversarial_cache: a dict that stores the adversarial examples made on the bare classifier (grey-box
+            and no defence); pass the same dict to several calls with the same classifier and data, e.g.
+            to compare defences, and each such attack runs once.
+
+    Other Parameters:
         attacks: attack names (see `impure.evaluation.list_attacks()`); default the paper's nine.
         threat: "grey-box", "white-box", "bpda", "both" (grey-box and white-box), "all", or a list.
         eps: ℓ∞ budget on the [0, 1] scale.
@@ -103,23 +113,16 @@ def evaluate(
             there overrides `steps` for that attack.
         batch_size: images per batch; for EOT, the most images x passes in one forward pass, so that
             memory does not grow with `eot_samples`.
-        device: "auto", "cuda", "mps", "cpu" or a torch.device; the models are moved there.
         eot_samples: gradient samples per white-box attack step for a stochastic defence (default 8);
             a deterministic defence always uses 1.
         seed: makes the run repeatable (attack starts, the defence's noise); None draws one, which the
             result records.
         limit: evaluate only the first `limit` images.
-        image_size: resize image-folder data to this side.
-        data_root: where torchvision datasets are kept (default ~/.cache/impure/datasets).
-        classifier_weights: weights file for a classifier given by architecture name.
         keep_examples: keep this many example images per attack for `result.save_grid`.
         resubmissions: for a stochastic defence, purify each adversarial image this many more times with
             independent noise and report, beside the single-draw robust accuracy, the fraction of images
             classified correctly in every draw (`AttackResult.robust_every_draw`): an attacker may submit
             the same image again until the defence's randomness lets it through.
-        adversarial_cache: a dict that stores the adversarial examples made on the bare classifier (grey-box
-            and no defence); pass the same dict to several calls with the same classifier and data, e.g.
-            to compare defences, and each such attack runs once.
         progress: show a progress bar.
         dtype: precision of a purifier given by name, as `impure.select_dtype` reads it ("fp32", "bf16",
             "fp16", "auto"); its output is cast back to float32 for the classifier.

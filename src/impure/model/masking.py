@@ -70,7 +70,8 @@ def window_rows(rows: int, cols: int, grid_size: int, offsets: torch.Tensor) -> 
     """Position-table rows of each patch for a window at `offsets`.
 
     Args:
-        rows, cols: the patch grid of the input.
+        rows: patch rows of the input.
+        cols: patch columns of the input.
         grid_size: side G of the position table.
         offsets: (B, 2) or (1, 2) integer (row, column) offsets of the window in the table.
 

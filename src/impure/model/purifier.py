@@ -148,10 +148,13 @@ class Purifier(
 
         Args:
             pretrained_model_name_or_path: folder, bundled name or Hub id.
-            device: where to put the model ("auto", "cuda", "cpu", ...); the CPU if omitted.
-            dtype: e.g. `torch.bfloat16` for half-precision inference.
-            **kwargs: the mixin's download arguments, and config fields to change that do not affect the
-                weights' shapes, e.g. `image_noise_t=300` or `partition="random"`.
+            **kwargs: the options below, the mixin's download arguments, and config fields to change that
+                do not affect the weights' shapes, e.g. `image_noise_t=300` or `partition="random"`.
+
+        Other Parameters:
+            device (str | torch.device): where to put the model ("auto", "cuda", "cpu", ...); the CPU if
+                omitted.
+            dtype (torch.dtype): e.g. `torch.bfloat16` for half-precision inference.
         """
         from ..hub import resolve_local, resolve_pretrained
 
@@ -223,7 +226,8 @@ class Purifier(
                 `model-index` metrics.
             training: the training recipe: Markdown text or a Trainer config dict (`TrainConfig.to_dict()`).
             name: the name users load it by (default: `repo_id` when pushing, else a placeholder).
-            model_card_kwargs, **kwargs: the mixin's (`config`, `push_to_hub`, `repo_id`, ...).
+            model_card_kwargs: more arguments of the card (`impure.cards.model_card`).
+            **kwargs: the mixin's (`config`, `push_to_hub`, `repo_id`, ...).
         """
         card = {**(model_card_kwargs or {}), **{key: value for key, value in
                                                  (("evaluation", evaluation), ("training", training), ("name", name))

@@ -1,4 +1,5 @@
-"""Training IMPure purifiers: configs, the two-stage `Trainer`, checkpoints and distributed set-up."""
+"""Training IMPure purifiers: configs, the `Trainer` (pre-training, fine-tuning, robust fine-tuning),
+checkpoints and distributed set-up."""
 
 from impure.training.config import (
     AdversarialConfig,
@@ -10,6 +11,7 @@ from impure.training.config import (
     ModelConfig,
     NetworkSpec,
     OptimConfig,
+    RobustConfig,
     TrainConfig,
     ValidationConfig,
     load_config,
@@ -26,6 +28,7 @@ __all__ = [
     "ModelConfig",
     "NetworkSpec",
     "OptimConfig",
+    "RobustConfig",
     "TrainConfig",
     "Trainer",
     "ValidationConfig",

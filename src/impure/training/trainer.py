@@ -188,8 +188,8 @@ class Trainer:
             time_limit: stop (with a checkpoint) at the first step boundary after this many seconds.
 
         Returns:
-            {"step": last step, "finished": whether all steps ran, "metrics": the last logged record,
-             "model_dir": the saved model folder or None}.
+            A dict: "step" (the last step), "finished" (whether all steps ran), "metrics" (the last logged
+            record) and "model_dir" (the saved model folder, or None).
         """
         device = select_device(self.config.device)
         if device.type == "cpu":
