@@ -1,5 +1,6 @@
 """The training curve of a campaign: validation accuracy through the purifier (clean and grey-box) and PSNR
-against the training images seen, from the runs' log.jsonl files, as a PNG and its data (JSON).
+against the training images seen, from the runs' log.jsonl files, as a PNG and its data (JSON); with the
+robust stage's white-box validation (`validation.white_box_limit`) too.
 
     python benchmarks/training_curve.py runs/cifar10-campaign [more run folders, in order] \
         --offset 30432 --out benchmarks/results/campaign-cifar10/curve
@@ -19,7 +20,7 @@ from pathlib import Path
 from impure._atomic import atomic_write
 
 METRICS = {"val/accuracy": "clean accuracy through the purifier", "val_adv/accuracy": "grey-box PGD-10 accuracy",
-           "val/psnr": "PSNR (dB)"}
+           "val_white/accuracy": "white-box PGD-10 accuracy (through the purifier)", "val/psnr": "PSNR (dB)"}
 
 
 def read_points(runs: list[Path], offset: int) -> list[dict]:
@@ -48,8 +49,10 @@ def plot(points: list[dict], path: Path, title: str) -> None:
 
     figure, accuracy = plt.subplots(figsize=(7, 4))
     images = [p["images"] / 1000 for p in points]
-    for key, style in (("val/accuracy", "o-"), ("val_adv/accuracy", "s-")):
-        accuracy.plot(images, [100 * p[key] for p in points], style, label=METRICS[key])
+    for key, style in (("val/accuracy", "o-"), ("val_adv/accuracy", "s-"), ("val_white/accuracy", "d-")):
+        measured = [(x, p[key]) for x, p in zip(images, points, strict=True) if key in p]
+        if measured:  # white-box: the robust stage's validation only
+            accuracy.plot([x for x, _ in measured], [100 * v for _, v in measured], style, label=METRICS[key])
     accuracy.set_xlabel("training images seen (thousands)")
     accuracy.set_ylabel("ResNet-56 accuracy (%)")
     fidelity = accuracy.twinx()

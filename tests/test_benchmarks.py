@@ -133,6 +133,8 @@ def test_training_curve_concatenates_runs_by_images_seen(monkeypatch, tmp_path):
         run.mkdir()
         (run / "train_config.json").write_text(json.dumps({"optim": {"batch_size": batch, "grad_accum": 1}}))
         lines = [{"step": s, "val/accuracy": a, "val_adv/accuracy": a - 0.1, "val/psnr": 25.0} for s, a in records]
+        if name == "b":  # a robust stage also validates white-box
+            lines[-1]["val_white/accuracy"] = 0.05
         lines.insert(0, {"step": 10, "total": 1.0})
         (run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
         runs.append(str(run))
@@ -140,6 +142,7 @@ def test_training_curve_concatenates_runs_by_images_seen(monkeypatch, tmp_path):
     assert training_curve.main([*runs, "--offset", "1000", "--out", str(out)]) == 0
     points = json.loads(out.with_suffix(".json").read_text())["points"]
     assert [p["images"] for p in points] == [1000 + 3200, 1000 + 6400, 1000 + 6400 + 3200]
+    assert [p.get("val_white/accuracy") for p in points] == [None, None, 0.05]
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
