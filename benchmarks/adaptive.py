@@ -10,7 +10,8 @@ Per purifier: grey-box and white-box EOT-PGD-20 and APGD-CE-50 (exact gradients 
 over its noise), the fraction of images that survive --resubmissions more purification draws, white-box
 PGD at ε = 32/255 (must fall to ~0), the convergence of white-box PGD in steps (10/20/50/100) and EOT draws
 (1/4/8) on the first --convergence-limit images, and the sanity checks in words. Writes, per purifier,
-<out>/<label>/adaptive.{json,md} and convergence.png, and <out>/summary.md: the purifiers side by side.
+<out>/<label>/adaptive.{json,md} and convergence.png, and <out>/summary.md: the purifiers side by side (with
+those measured into --out by earlier runs).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--apgd-steps", type=positive_int, default=50)
     parser.add_argument("--convergence-steps", type=_counts, default=(10, 20, 50, 100), help="e.g. 10,20,50,100")
     parser.add_argument("--convergence-eot", type=_counts, default=(1, 4, 8), help="e.g. 1,4,8")
+    parser.add_argument("--no-curves", action="store_true",
+                        help="skip the convergence curves (keep the main run and the ε = 32/255 check)")
     parser.add_argument("--eot-samples", type=positive_int, default=4)
     parser.add_argument("--resubmissions", type=positive_int, default=10)
     parser.add_argument("--batch-size", type=positive_int, default=64)
@@ -102,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         purifier, _ = resolve_purifier(source)
         report = adaptive_evaluation(
             args.classifier, subset, purifier, attacks=args.attacks, eot_samples=args.eot_samples,
-            steps={"pgd": args.pgd_steps, "apgd-ce": args.apgd_steps}, convergence_steps=args.convergence_steps,
-            convergence_eot=args.convergence_eot,
+            steps={"pgd": args.pgd_steps, "apgd-ce": args.apgd_steps},
+            convergence_steps=() if args.no_curves else args.convergence_steps,
+            convergence_eot=() if args.no_curves else args.convergence_eot,
             resubmissions=args.resubmissions, convergence_limit=args.convergence_limit,
             classifier_weights=args.shared / "models" / WEIGHTS[args.classifier], batch_size=args.batch_size,
             seed=args.seed, device=args.device, progress=not args.no_progress)
@@ -113,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         report.save(args.out / label.replace("/", "_"))
         print(report.to_markdown())
         reports[label] = report
+    for path in sorted(args.out.glob("*/adaptive.json")):  # purifiers measured by earlier runs into --out too
+        label = path.parent.name.replace("_", "/")
+        if label not in reports:
+            reports[label] = AdaptiveReport.load_json(path)
     text = summary(reports, args.classifier, args.start)
     atomic_write(args.out / "summary.md", text)
     print(text)

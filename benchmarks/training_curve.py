@@ -7,7 +7,9 @@ robust stage's white-box validation (`validation.white_box_limit`) too.
 
 Each run folder holds the Trainer's log.jsonl and train_config.json (for the global batch). Runs are
 concatenated in the order given; --offset counts the images the starting weights had already seen (30,432
-for impure/cifar10-s: 151 x 32 pre-training + 800 x 32 fine-tuning images). Needs matplotlib for the PNG.
+for impure/cifar10-s: 151 x 32 pre-training + 800 x 32 fine-tuning images). A campaign whose earlier run folders
+are gone continues its committed curve with --continue-from (e.g. benchmarks/results/campaign-cifar10/curve.json).
+Needs matplotlib for the PNG.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders, in training order")
     parser.add_argument("--offset", type=int, default=0, help="training images the starting weights had seen")
     parser.add_argument("--out", type=Path, required=True, help="output stem: writes STEM.png and STEM.json")
+    parser.add_argument("--continue-from", type=Path,
+                        help="a curve JSON written earlier (its run folders may be gone): its points come first and "
+                             "the runs continue from its last point's images (the weights they started from)")
     parser.add_argument("--title", default="impure/cifar10 campaign: validation on test_dev 0-249 (ResNet-56, "
                                            "never trained with)")
     args = parser.parse_args(argv)
@@ -80,12 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"no log.jsonl in {missing}", file=sys.stderr)
         return 2
-    points = read_points(args.runs, args.offset)
+    committed = json.loads(args.continue_from.read_text()) if args.continue_from else {"offset": args.offset}
+    earlier = committed.get("points", [])
+    offset = earlier[-1]["images"] if earlier else args.offset
+    points = earlier + read_points(args.runs, offset)
     if not points:
         print("the runs have no validation records yet", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out.with_suffix(".json"), json.dumps({"offset": args.offset, "points": points}, indent=1) + "\n")
+    atomic_write(args.out.with_suffix(".json"), json.dumps({"offset": committed["offset"], "points": points}, indent=1) + "\n")
     plot(points, args.out.with_suffix(".png"), args.title)
     print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.json')} ({len(points)} points)")
     return 0

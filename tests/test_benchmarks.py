@@ -143,6 +143,11 @@ def test_training_curve_concatenates_runs_by_images_seen(monkeypatch, tmp_path):
     points = json.loads(out.with_suffix(".json").read_text())["points"]
     assert [p["images"] for p in points] == [1000 + 3200, 1000 + 6400, 1000 + 6400 + 3200]
     assert [p.get("val_white/accuracy") for p in points] == [None, None, 0.05]
+    # A later stretch whose earlier run folders are gone continues the committed curve.
+    later = tmp_path / "later"
+    assert training_curve.main([runs[1], "--continue-from", str(out.with_suffix(".json")), "--out", str(later)]) == 0
+    continued = json.loads(later.with_suffix(".json").read_text())["points"]
+    assert continued[:3] == points and continued[3]["images"] == points[-1]["images"] + 3200
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
