@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         print("the runs have no validation records yet", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out.with_suffix(".json"), json.dumps({"offset": committed["offset"], "points": points}, indent=1) + "\n")
+    data = {"offset": committed["offset"], "points": points}
+    atomic_write(args.out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
     plot(points, args.out.with_suffix(".png"), args.title)
     print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.json')} ({len(points)} points)")
     return 0
