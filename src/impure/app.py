@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = ["ATTACKS", "attack_and_purify", "build_app", "sample_names"]
 
 ATTACKS = ("PGD", "FGSM")
 _DISPLAY = 224  # images are shown upscaled (nearest) to this side
+_LOCK = threading.Lock()  # one request at a time: the cached purifiers' strength is set per request
 
 
 def sample_names() -> list[str]:
@@ -60,10 +62,15 @@ def attack_and_purify(image: np.ndarray | None, sample: str | None, purifier: st
         residual P(x_adv) - P(x) amplified so that ±ε is full contrast), and {"clean_top3",
         "adversarial_top3", "purified_top3"}: class -> probability for the three most likely classes.
     """
-    from .attacks import FGSM, PGD, attack_settings
-
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
+    with _LOCK:
+        return _attack_and_purify(image, sample, purifier, classifier, attack, eps_255, steps, strength, seed)
+
+
+def _attack_and_purify(image, sample, purifier, classifier, attack, eps_255, steps, strength, seed) -> dict[str, Any]:
+    from .attacks import FGSM, PGD, attack_settings
+
     model = _purifier(purifier)
     model.set_strength(strength)
     net = _classifier(classifier)
