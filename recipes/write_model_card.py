@@ -135,11 +135,14 @@ def adaptive_block(reports: dict[str, AdaptiveReport]) -> str:
             f"by `recipes/write_model_card.py`).")
     lines = [text, "", adaptive_table(reports), ""]
     for label, report in reports.items():
-        curve = ", ".join(f"{p.steps} steps × {p.eot_samples} draws: {_percent(p.robust_accuracy)}"
-                          for p in report.convergence)
         checks = "; ".join(f"{'passed' if c.passed else 'FAILED'}: {c.name} ({c.detail})" for c in report.checks)
-        lines.append(f"- {label}: convergence of white-box PGD ({report.convergence[0].eot_samples if report.convergence else ''}"
-                     f" draw at first) — {curve}. Checks — {checks}.")
+        curve = ""
+        if report.convergence:
+            points = ", ".join(f"{p.steps} steps × {p.eot_samples} draws: {_percent(p.robust_accuracy)} %"
+                               for p in report.convergence)
+            curve = (f" Convergence of white-box PGD on the first {report.high_eps.num_images if report.high_eps else ''}"
+                     f" images — {points}.")
+        lines.append(f"- **{label}**: {checks}.{curve}")
     return "\n".join(lines)
 
 
