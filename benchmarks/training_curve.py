@@ -51,10 +51,12 @@ def plot(points: list[dict], path: Path, title: str) -> None:
 
     figure, accuracy = plt.subplots(figsize=(7, 4))
     images = [p["images"] / 1000 for p in points]
-    for key, style in (("val/accuracy", "o-"), ("val_adv/accuracy", "s-"), ("val_white/accuracy", "d-")):
+    for key, style, colour in (("val/accuracy", "o-", "tab:blue"), ("val_adv/accuracy", "s-", "tab:orange"),
+                               ("val_white/accuracy", "d-", "tab:red")):
         measured = [(x, p[key]) for x, p in zip(images, points, strict=True) if key in p]
         if measured:  # white-box: the robust stage's validation only
-            accuracy.plot([x for x, _ in measured], [100 * v for _, v in measured], style, label=METRICS[key])
+            accuracy.plot([x for x, _ in measured], [100 * v for _, v in measured], style, color=colour,
+                          label=METRICS[key])
     accuracy.set_xlabel("training images seen (thousands)")
     accuracy.set_ylabel("ResNet-56 accuracy (%)")
     fidelity = accuracy.twinx()
