@@ -98,11 +98,11 @@ def adaptive_table(reports: dict[str, AdaptiveReport]) -> str:
     """The purifiers side by side: grey-box and white-box per attack, every draw, sanity checks."""
     first = next(iter(reports.values())).main
     attacks = list(dict.fromkeys(e.attack for r in reports.values() for e in r.main.attacks))
-    names = {"pgd": "EOT-PGD", "apgd-ce": "APGD-CE"}
+    names = {"pgd": "PGD", "apgd-ce": "APGD-CE"}
     steps = {a: first.settings["attacks"][a].get("steps") for a in attacks}
     header = ["purifier", "clean", "PSNR (dB)"]
     for a in attacks:
-        header += [f"{names.get(a, a)}-{steps[a]} grey-box", f"{names.get(a, a)}-{steps[a]} white-box",
+        header += [f"{names.get(a, a)}-{steps[a]} grey-box", f"EOT-{names.get(a, a)}-{steps[a]} white-box",
                    "white-box, every draw"]
     header.append("sanity checks")
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 2) + "---|"]
@@ -130,7 +130,9 @@ def adaptive_block(reports: dict[str, AdaptiveReport]) -> str:
             f"classified correctly in the scored purification and in {main.resubmissions} more independent ones of "
             f"the same adversarial image. Accuracy in %. Sanity checks: white-box ≤ grey-box per attack, and "
             f"white-box PGD at ε = 32/255 ≤ 5 % (on the first {high.num_images if high else '—'} images). "
-            f"Reproduce with `python benchmarks/adaptive.py --purifier impure/cifar10 --purifier impure/cifar10-robust` "
+            f"Reproduce with `python benchmarks/adaptive.py "
+            f"{' '.join(f'--purifier {label}' for label in reports)} --limit {main.num_images} "
+            f"--convergence-limit {high.num_images if high else main.num_images}` "
             f"(`benchmarks/results/adaptive-cifar10`, with each purifier's convergence plot; this block is written "
             f"by `recipes/write_model_card.py`).")
     lines = [text, "", adaptive_table(reports), ""]
@@ -172,9 +174,9 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         f"`benchmarks/results/frontier-cifar10-selection`):\n\n{selection_table(selection)}",
     ]
     if name in reports:
-        sections += ["## Adaptive attacks", adaptive_table({name: reports[name]}) + "\n\nAgainst an attacker who "
-                     "differentiates through it this purifier is no defence; `impure/cifar10-robust` is its robust "
-                     "fine-tune (`benchmarks/results/adaptive-cifar10`)."]
+        sections += ["## Adaptive attacks", adaptive_block({name: reports[name]}) + "\n\nAgainst an attacker who "
+                     "differentiates through it this purifier is no defence; a robust fine-tune of it is in training "
+                     "(`configs/cifar10-robust.toml`, `recipes/CAMPAIGN.md`)."]
     sections += ["## Limits", f"The purified images are blurred ({ours['psnr']:.1f} dB PSNR), which costs clean "
                  "accuracy; the campaign's targets (87 % clean, 72 % grey-box mean, 27 dB) are not reached yet."]
     description = ("The recommended IMPure purifier (information-mask purification, Liu et al. 2023, "
