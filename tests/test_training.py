@@ -91,7 +91,7 @@ def test_example_configs_are_valid():
     assert {p.stem for p in paths} >= {"cifar10-s-cpu-pretrain", "cifar10-s-cpu-finetune", "paper-imagenet-pretrain",
                                        "paper-imagenet-finetune"}
     stages = {load_config(path).stage for path in paths}
-    assert stages == {"pretrain", "finetune"}
+    assert stages == {"pretrain", "finetune", "robust"}
     paper = load_config(ROOT / "configs" / "paper-imagenet-finetune.toml")
     assert paper.loss.features[0].nodes == {"features.38": 30.0, "features.51": 10.0, "classifier.1": 10.0}
 
