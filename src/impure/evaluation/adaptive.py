@@ -27,6 +27,7 @@ class ConvergencePoint:
     eot_samples: int
     robust_accuracy: float
     robust_every_draw: float | None = None
+    num_images: int | None = None  # images the point was measured on
 
 
 @dataclass
@@ -61,7 +62,7 @@ def convergence(classifier: Any, data: Any, purifier: Any, *, attack: str = "pgd
                           "threat": "white-box", "steps": step_count, "eot_samples": draws})
         entry, stochastic = result.attacks[0], result.stochastic_defence
         points.append(ConvergencePoint(step_count, result.eot_samples, entry.robust_accuracy,
-                                       entry.robust_every_draw))
+                                       entry.robust_every_draw, result.num_images))
     return points
 
 
@@ -138,8 +139,9 @@ class AdaptiveReport:
         for check in self.checks:
             lines.append(f"- {'PASSED' if check.passed else '**FAILED**'}: {check.name}: {check.detail}")
         if self.convergence:
+            count = self.convergence[0].num_images or (self.high_eps or main).num_images
             lines += ["", f"## Convergence ({self.convergence_attack}, white-box, ε = {_eps_text(main.eps)}, "
-                          f"{main.num_images} images)", "",
+                          f"{count} images)", "",
                       "| steps | EOT draws | robust accuracy (%) | every draw (%) |", "|---:|---:|---:|---:|"]
             lines += [f"| {p.steps} | {p.eot_samples} | {_percent(p.robust_accuracy)} | "
                       f"{'—' if p.robust_every_draw is None else _percent(p.robust_every_draw)} |"

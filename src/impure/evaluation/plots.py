@@ -116,6 +116,7 @@ def save_convergence_plot(points: Sequence[ConvergencePoint], path: str | os.Pat
                 axes.plot(xs, [100 * p.robust_every_draw for p in curve], marker="s", label="every draw")
             axes.set_xscale("log")
             axes.set_xticks(xs, [str(x) for x in xs])
+            axes.minorticks_off()
             axes.set_xlabel(label)
             axes.grid(alpha=0.3)
         left.set_ylabel("white-box robust accuracy (%)")
