@@ -22,9 +22,16 @@ _DISPLAY = 224  # images are shown upscaled (nearest) to this side
 _LOCK = threading.Lock()  # one request at a time: the cached purifiers' strength is set per request
 
 
+@functools.lru_cache(maxsize=1)
+def _samples() -> tuple[torch.Tensor, torch.Tensor]:
+    """The shipped sample images and labels, read once."""
+    images, labels, _ = load_demo_images()
+    return images, labels
+
+
 def sample_names() -> list[str]:
     """Names of the shipped sample images, e.g. "1: airplane", in their order."""
-    _, labels, _ = load_demo_images()
+    labels = _samples()[1]
     return [f"{index + 1}: {CIFAR10_CLASSES[int(label)]}" for index, label in enumerate(labels)]
 
 
@@ -111,7 +118,7 @@ def _input_image(image: np.ndarray | None, sample: str | None, size: int) -> tor
     names = sample_names()
     if sample not in names:
         raise ValueError(f"choose a sample image ({names[0]}, ...) or upload one")
-    images, _, _ = load_demo_images()
+    images = _samples()[0]
     x = images[names.index(sample)][None]
     if x.shape[-1] != size:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
