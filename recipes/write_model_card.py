@@ -35,7 +35,8 @@ TITLES = {"fgsm": "FGSM", "pgd": "PGD-10", "mifgsm": "MI-FGSM", "difgsm": "DI-FG
           "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "cw": "C&W", "deepfool": "DeepFool", "bim": "BIM"}
 LABELS = {"none": "no defence", "jpeg75": "JPEG q75"}
 REPORT_START = 250  # the reported split: test_dev images 250-499 (settings are chosen on 0-249)
-BLOCKS = {"cifar10-results": [ROOT / "README.md"], "adaptive-results": [ROOT / "README.md", ROOT / "docs" / "evaluation.md"]}
+BLOCKS = {"cifar10-results": [ROOT / "README.md"],
+          "adaptive-results": [ROOT / "README.md", ROOT / "docs" / "evaluation.md"]}
 
 
 def _percent(value: float) -> str:
@@ -44,6 +45,11 @@ def _percent(value: float) -> str:
 
 def _json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def _bundled(folder: str) -> tuple[PurifierConfig, dict]:
+    """The config and the export record (card.json) of bundled weights src/impure/weights/<folder>."""
+    return PurifierConfig.from_json(str(WEIGHTS / folder / "config.json")), _json(WEIGHTS / folder / "card.json")
 
 
 def report_table(results: list[dict]) -> str:
@@ -89,7 +95,7 @@ def adaptive_reports() -> dict[str, AdaptiveReport]:
     for path in sorted(folder.glob("*/adaptive.json")):
         report = AdaptiveReport.load_json(path)
         size = report.main.num_images
-        report.main = dataclasses.replace(report.main, data=f"CIFAR-10 test_dev images {REPORT_START}-{REPORT_START + size - 1}")
+        report.main = dataclasses.replace(report.main, data=_report_split(size))
         reports[path.parent.name.replace("_", "/")] = report
     return reports
 
@@ -142,7 +148,8 @@ def adaptive_block(reports: dict[str, AdaptiveReport]) -> str:
         if report.convergence:
             points = ", ".join(f"{p.steps} steps × {p.eot_samples} draws: {_percent(p.robust_accuracy)} %"
                                for p in report.convergence)
-            curve = (f" Convergence of white-box PGD on the first {report.high_eps.num_images if report.high_eps else ''}"
+            count = report.high_eps.num_images if report.high_eps else ""
+            curve = (f" Convergence of white-box PGD on the first {count}"
                      f" images — {points}.")
         lines.append(f"- **{label}**: {checks}.{curve}")
     return "\n".join(lines)
@@ -150,26 +157,29 @@ def adaptive_block(reports: dict[str, AdaptiveReport]) -> str:
 
 def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     name = "impure/cifar10"
-    config = PurifierConfig.from_json(str(WEIGHTS / "cifar10" / "config.json"))
-    card = _json(WEIGHTS / "cifar10" / "card.json")
+    config, card = _bundled("cifar10")
     results = _json(RESULTS / "robustness-cifar10-report" / "robustness.json")["results"]
     selection = _json(RESULTS / "frontier-cifar10-selection" / "frontier.json")["results"]
     curve = _json(RESULTS / "campaign-cifar10" / "curve.json")["points"]
     ours = next(r for r in results if r["defence"] == name)
     jpeg = next(r for r in results if r["defence"] == "jpeg75")
-    training = (f"Continued from impure/cifar10-s with `configs/cifar10-campaign.toml` (`bash recipes/train_cifar10.sh`, "
-                f"every stretch in `recipes/CAMPAIGN.md`): adversarial fine-tuning on PGD-5 / FGSM examples against two "
+    training = (f"Continued from impure/cifar10-s with `configs/cifar10-campaign.toml` "
+                f"(`bash recipes/train_cifar10.sh`, every stretch in `recipes/CAMPAIGN.md`): adversarial fine-tuning "
+                f"on PGD-5 / FGSM examples against two "
                 f"ResNet-20s (the shared one and impure/cifar10-resnet20), pixel L1 + ResNet-20 feature L1 on "
-                f"patch-mixed images + 0.05 × ResNet-20 cross-entropy, constant learning rate 3e-4 after a warm-up, EMA "
+                f"patch-mixed images + 0.05 × ResNet-20 cross-entropy, constant learning rate 3e-4 after a warm-up, "
+                f"EMA "
                 f"of the weights (decay 0.998; the EMA is exported). {curve[-1]['images']:,} training images seen in "
-                f"all (impure/cifar10-s's included), on a 2-core CPU. Weights: float16 safetensors; float16 and float32 "
+                f"all (impure/cifar10-s's included), on a 2-core CPU. Weights: float16 safetensors; float16 and "
+                f"float32 "
                 f"outputs agree to {card['float16_vs_float32_psnr_db']} dB. Training curve: "
                 f"`benchmarks/results/campaign-cifar10/curve.png`.")
     sections = [
         "## Grey-box robustness against the baselines",
         report_protocol(results[0]) + "\n\n" + report_table(results),
         f"It beats JPEG q75's grey-box mean ({_percent(jpeg['mean']['grey-box'])} %) at "
-        f"{_percent(ours['defended_accuracy'])} % clean accuracy through it (JPEG: {_percent(jpeg['defended_accuracy'])} %). "
+        f"{_percent(ours['defended_accuracy'])} % clean accuracy through it "
+        f"(JPEG: {_percent(jpeg['defended_accuracy'])} %). "
         f"Strengths compared on images 0-249 (FGSM, PGD-10, MI-FGSM, APGD-DLR; "
         f"`benchmarks/results/frontier-cifar10-selection`):\n\n{selection_table(selection)}",
     ]
@@ -189,16 +199,19 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
 
 def _reported(result: dict) -> EvaluationResult:
     """A result of the report split, its data named (the benchmark passes the split as tensors)."""
-    end = REPORT_START + result["num_images"] - 1
-    return EvaluationResult.from_dict({**result, "data": f"CIFAR-10 test_dev images {REPORT_START}-{end}"})
+    return EvaluationResult.from_dict({**result, "data": _report_split(result["num_images"])})
+
+
+def _report_split(count: int) -> str:
+    """The data of a result on the first `count` images of the report split."""
+    return f"CIFAR-10 test_dev images {REPORT_START}-{REPORT_START + count - 1}"
 
 
 def cifar10_robust_card(reports: dict[str, AdaptiveReport]) -> str | None:
     name = "impure/cifar10-robust"
     if not (WEIGHTS / "cifar10-robust" / "config.json").is_file() or name not in reports:
         return None
-    config = PurifierConfig.from_json(str(WEIGHTS / "cifar10-robust" / "config.json"))
-    card = _json(WEIGHTS / "cifar10-robust" / "card.json")
+    config, card = _bundled("cifar10-robust")
     curve_path = RESULTS / "robust-cifar10" / "curve.json"
     images = _json(curve_path)["points"][-1]["images"] if curve_path.is_file() else None
     report = reports[name]
@@ -211,7 +224,8 @@ def cifar10_robust_card(reports: dict[str, AdaptiveReport]) -> str | None:
                 "adversarial images; EMA of the weights (decay 0.99; exported)."
                 + (f" {images:,} training images seen in this stage." if images else "")
                 + f" Weights: float16 safetensors; float16 and float32 outputs agree to "
-                f"{card['float16_vs_float32_psnr_db']} dB. Training curve: `benchmarks/results/robust-cifar10/curve.png`.")
+                f"{card['float16_vs_float32_psnr_db']} dB. Training curve: "
+                "`benchmarks/results/robust-cifar10/curve.png`.")
     sections = ["## Adaptive attacks", adaptive_table({name: report}),
                 "Convergence and checks (`benchmarks/results/adaptive-cifar10/impure_cifar10-robust/adaptive.md`, "
                 "`convergence.png`):\n\n" + "\n".join(
@@ -227,8 +241,7 @@ def cifar10_robust_card(reports: dict[str, AdaptiveReport]) -> str | None:
 
 def cifar10_s_card() -> str:
     name = "impure/cifar10-s"
-    config = PurifierConfig.from_json(str(WEIGHTS / "cifar10-s" / "config.json"))
-    card = _json(WEIGHTS / "cifar10-s" / "card.json")
+    config, card = _bundled("cifar10-s")
     report = _json(RESULTS / "robustness-cifar10-report" / "robustness.json")["results"]
     first = _json(RESULTS / "robustness-cifar10-s" / "robustness.json")["results"]
     adaptive = _json(RESULTS / "robustness-cifar10-s-adaptive" / "robustness.json")["results"]
