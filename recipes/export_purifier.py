@@ -12,6 +12,9 @@ nominal ones, so `set_strength(1)` means this strength). The script purifies the
 the PSNR between the two outputs; it refuses to export below --min-psnr (default 40 dB). It also writes
 `card.json`: the settings and, for the first 100 test_dev images purified with seed 0, the PSNR and the
 accuracy of the shared ResNet-56 through the exported purifier (tests/test_bundled_weights.py checks them).
+
+`--train-noise-t IMAGE_LO,IMAGE_HI,FEATURE_LO,FEATURE_HI` replaces the training noise ranges in the exported
+config, for a fine-tune that should concentrate on the exported strength (e.g. the robust recipe's init).
 """
 
 from __future__ import annotations
@@ -50,11 +53,20 @@ def measure(folder: Path, images: torch.Tensor, labels: torch.Tensor) -> dict[st
             "test_dev_first100_resnet56_accuracy": accuracy}
 
 
+def _four_ints(text: str) -> tuple[int, int, int, int]:
+    values = tuple(int(v) for v in text.split(","))
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"expected IMAGE_LO,IMAGE_HI,FEATURE_LO,FEATURE_HI, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a save_pretrained folder (a training run's model/) or a checkpoint.pt")
     parser.add_argument("--out", type=Path, required=True, help="folder to write config.json and model.safetensors")
     parser.add_argument("--strength", type=float, default=1.0, help="evaluation strength to make nominal")
+    parser.add_argument("--train-noise-t", type=_four_ints, default=None,
+                        help="IMAGE_LO,IMAGE_HI,FEATURE_LO,FEATURE_HI: new training noise ranges")
     parser.add_argument("--min-psnr", type=float, default=40.0, help="float16 vs float32 output agreement")
     parser.add_argument("--force", action="store_true", help="replace existing weights in --out")
     args = parser.parse_args(argv)
@@ -66,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         purifier = purifier_from_checkpoint(args.model).set_strength(args.strength)
     else:
         purifier = Purifier.from_pretrained(args.model).eval().set_strength(args.strength)
+    if args.train_noise_t is not None:
+        image_lo, image_hi, feature_lo, feature_hi = args.train_noise_t
+        purifier.set_training_noise((image_lo, image_hi), (feature_lo, feature_hi))
     images, labels = load_npz(SHARED / "data" / "cifar10" / "test_dev.npz")
     reference = purify(purifier, images[:200])
     with tempfile.TemporaryDirectory() as staging:
@@ -78,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     purifier.save_pretrained(args.out)  # still float16
     card = {"source": str(args.model), "strength_made_nominal": args.strength, "weights": "float16",
+            **({"train_noise_t": list(args.train_noise_t)} if args.train_noise_t else {}),
             "float16_vs_float32_psnr_db": round(agreement, 1), **measure(args.out, images[:100], labels[:100])}
     atomic_write(args.out / "card.json", json.dumps(card, indent=1) + "\n")
     print(json.dumps(card, indent=1))

@@ -7,8 +7,8 @@
 #   - from runs/cifar10-robust/checkpoint.pt when it exists (exact resume);
 #   - else, on a machine without the run folder, from the last committed weights
 #     src/impure/weights/cifar10-robust (the durable checkpoint) in a new run folder, with a short warm-up;
-#   - else (the very first stretch) from the bundled impure/cifar10 exported at strength 4 (runs/init-cifar10-s4,
-#     made here if missing).
+#   - else (the very first stretch) from the bundled impure/cifar10 exported at strength 8 with its training
+#     noise narrowed around it (runs/init-cifar10-s8, made here if missing).
 # Afterwards, export the EMA weights of the checkpoint:
 #   python recipes/export_purifier.py runs/cifar10-robust/checkpoint.pt --out src/impure/weights/cifar10-robust --force
 # The shipped stretches and their exact commands are listed in recipes/CAMPAIGN.md.
@@ -24,8 +24,9 @@ elif [[ -f src/impure/weights/cifar10-robust/model.safetensors ]]; then
     impure train "$config" --set model.init=impure/cifar10-robust --set optim.warmup_steps=10 \
         --set "output_dir=$run" --time-limit "$minutes" "$@"
 else
-    if [[ ! -f runs/init-cifar10-s4/model.safetensors ]]; then
-        python recipes/export_purifier.py src/impure/weights/cifar10 --out runs/init-cifar10-s4 --strength 4
+    if [[ ! -f runs/init-cifar10-s8/model.safetensors ]]; then
+        python recipes/export_purifier.py src/impure/weights/cifar10 --out runs/init-cifar10-s8 --strength 8 \
+            --train-noise-t 80,240,120,360
     fi
     impure train "$config" --time-limit "$minutes" "$@"
 fi

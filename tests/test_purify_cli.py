@@ -108,6 +108,16 @@ def test_strength_scales_the_noise_timesteps():
         Purifier(PurifierConfig.preset("tiny", mask_mode="token")).set_strength(0.5)
 
 
+def test_training_noise_ranges_can_be_narrowed_and_are_saved_with_the_weights(tmp_path):
+    purifier = Purifier(PurifierConfig.preset("tiny")).set_training_noise((80, 240), (120, 360))
+    assert purifier.config.train_image_noise_t == (80, 240) and purifier.config.train_feature_noise_t == (120, 360)
+    purifier.save_pretrained(tmp_path)
+    loaded = Purifier.from_pretrained(tmp_path).config
+    assert loaded.train_image_noise_t == (80, 240) and loaded.train_feature_noise_t == (120, 360)
+    with pytest.raises(ValueError, match="train_image_noise_t"):
+        purifier.set_training_noise((240, 80), (120, 360))
+
+
 def test_purify_dtype_option_bf16_stays_close_to_fp32_and_fp16_is_refused_on_the_cpu(tmp_path, image_folder,
                                                                                        capsys):
     outputs = {}

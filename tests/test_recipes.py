@@ -48,3 +48,21 @@ def test_a_corrupt_checkpoint_says_how_to_continue(tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="model.init to the bundled model"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_export_bakes_in_the_strength_and_the_training_noise_ranges(tmp_path, shared_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    import export_purifier
+
+    bundled = Path(__file__).resolve().parents[1] / "src" / "impure" / "weights" / "cifar10-s"
+    out = tmp_path / "s8"
+    argv = [str(bundled), "--out", str(out), "--strength", "8", "--train-noise-t", "80,240,120,360"]
+    assert export_purifier.main(argv) == 0
+    nominal = Purifier.from_pretrained(bundled).config
+    exported = Purifier.from_pretrained(out).config
+    assert exported.image_noise_t == 8 * nominal.image_noise_t
+    assert exported.feature_noise_t == 8 * nominal.feature_noise_t
+    assert exported.train_image_noise_t == (80, 240) and exported.train_feature_noise_t == (120, 360)
+    assert json.loads((out / "card.json").read_text())["train_noise_t"] == [80, 240, 120, 360]
+    with pytest.raises(SystemExit):
+        export_purifier.main([str(bundled), "--out", str(tmp_path / "bad"), "--train-noise-t", "80,240"])

@@ -283,6 +283,13 @@ class Purifier(
         self._hub_mixin_config = self.config
         return self
 
+    def set_training_noise(self, image_t: tuple[int, int], feature_t: tuple[int, int]) -> Purifier:
+        """Set the ranges the training noise timesteps are drawn from (image, feature; inclusive), e.g. to
+        fine-tune a saved purifier around its evaluation strength; returns the purifier."""
+        self.config = self.config.replace(train_image_noise_t=tuple(image_t), train_feature_noise_t=tuple(feature_t))
+        self._hub_mixin_config = self.config
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.cls_token.device
