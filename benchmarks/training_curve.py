@@ -49,7 +49,7 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, accuracy = plt.subplots(figsize=(7, 4))
+    figure, accuracy = plt.subplots(figsize=(7, 4.6))
     images = [p["images"] / 1000 for p in points]
     for key, style, colour in (("val/accuracy", "o-", "tab:blue"), ("val_adv/accuracy", "s-", "tab:orange"),
                                ("val_white/accuracy", "d-", "tab:red")):
@@ -64,7 +64,8 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     fidelity.set_ylabel("PSNR (dB)")
     lines = accuracy.get_legend_handles_labels()[0] + fidelity.get_legend_handles_labels()[0]
     labels = accuracy.get_legend_handles_labels()[1] + fidelity.get_legend_handles_labels()[1]
-    accuracy.legend(lines, labels, loc="lower right", fontsize=8)
+    accuracy.legend(lines, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8,
+                    frameon=False)  # below the axes: it never hides a curve
     accuracy.set_title(title, fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

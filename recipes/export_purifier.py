@@ -13,8 +13,10 @@ the PSNR between the two outputs; it refuses to export below --min-psnr (default
 `card.json`: the settings and, for the first 100 test_dev images purified with seed 0, the PSNR and the
 accuracy of the shared ResNet-56 through the exported purifier (tests/test_bundled_weights.py checks them).
 
-`--train-noise-t IMAGE_LO,IMAGE_HI,FEATURE_LO,FEATURE_HI` replaces the training noise ranges in the exported
-config, for a fine-tune that should concentrate on the exported strength (e.g. the robust recipe's init).
+`--noise-t IMAGE,FEATURE` gives the strength as the evaluation timesteps themselves, whatever the source's
+nominal ones (they must be one strength of both). `--train-noise-t IMAGE_LO,IMAGE_HI,FEATURE_LO,FEATURE_HI`
+replaces the training noise ranges in the exported config, for a fine-tune that should concentrate on the
+exported strength (e.g. the robust recipe's init).
 """
 
 from __future__ import annotations
@@ -53,19 +55,35 @@ def measure(folder: Path, images: torch.Tensor, labels: torch.Tensor) -> dict[st
             "test_dev_first100_resnet56_accuracy": accuracy}
 
 
-def _four_ints(text: str) -> tuple[int, int, int, int]:
-    values = tuple(int(v) for v in text.split(","))
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"expected IMAGE_LO,IMAGE_HI,FEATURE_LO,FEATURE_HI, got {text!r}")
-    return values  # type: ignore[return-value]
+def _ints(count: int, form: str):
+    def parse(text: str) -> tuple[int, ...]:
+        values = tuple(int(v) for v in text.split(","))
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {form}, got {text!r}")
+        return values
+
+    return parse
+
+
+def _strength_for(purifier: Purifier, image_t: int, feature_t: int) -> float:
+    """The strength of `purifier` whose evaluation timesteps are (image_t, feature_t)."""
+    nominal = purifier.config.image_noise_t, purifier.config.feature_noise_t
+    strength = image_t / nominal[0]
+    if round(nominal[1] * strength) != feature_t:
+        raise SystemExit(f"--noise-t {image_t},{feature_t} is not one strength of the nominal timesteps "
+                         f"{nominal[0]},{nominal[1]}")
+    return strength
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a save_pretrained folder (a training run's model/) or a checkpoint.pt")
     parser.add_argument("--out", type=Path, required=True, help="folder to write config.json and model.safetensors")
-    parser.add_argument("--strength", type=float, default=1.0, help="evaluation strength to make nominal")
-    parser.add_argument("--train-noise-t", type=_four_ints, default=None,
+    strength = parser.add_mutually_exclusive_group()
+    strength.add_argument("--strength", type=float, default=1.0, help="evaluation strength to make nominal")
+    strength.add_argument("--noise-t", type=_ints(2, "IMAGE,FEATURE"), default=None,
+                        help="IMAGE,FEATURE: evaluation timesteps to make nominal, instead of --strength")
+    parser.add_argument("--train-noise-t", type=_ints(4, "IMAGE_LO,IMAGE_HI,FEATURE_LO,FEATURE_HI"), default=None,
                         help="IMAGE_LO,IMAGE_HI,FEATURE_LO,FEATURE_HI: new training noise ranges")
     parser.add_argument("--min-psnr", type=float, default=40.0, help="float16 vs float32 output agreement")
     parser.add_argument("--force", action="store_true", help="replace existing weights in --out")
@@ -75,9 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     if str(args.model).endswith(".pt"):
-        purifier = purifier_from_checkpoint(args.model).set_strength(args.strength)
+        purifier = purifier_from_checkpoint(args.model)
     else:
-        purifier = Purifier.from_pretrained(args.model).eval().set_strength(args.strength)
+        purifier = Purifier.from_pretrained(args.model).eval()
+    if args.noise_t is not None:
+        args.strength = _strength_for(purifier, *args.noise_t)
+    purifier.set_strength(args.strength)
     if args.train_noise_t is not None:
         image_lo, image_hi, feature_lo, feature_hi = args.train_noise_t
         purifier.set_training_noise((image_lo, image_hi), (feature_lo, feature_hi))

@@ -56,13 +56,20 @@ def test_export_bakes_in_the_strength_and_the_training_noise_ranges(tmp_path, sh
 
     bundled = Path(__file__).resolve().parents[1] / "src" / "impure" / "weights" / "cifar10-s"
     out = tmp_path / "s8"
+    nominal = Purifier.from_pretrained(bundled).config
     argv = [str(bundled), "--out", str(out), "--strength", "8", "--train-noise-t", "80,240,120,360"]
     assert export_purifier.main(argv) == 0
-    nominal = Purifier.from_pretrained(bundled).config
     exported = Purifier.from_pretrained(out).config
     assert exported.image_noise_t == 8 * nominal.image_noise_t
     assert exported.feature_noise_t == 8 * nominal.feature_noise_t
     assert exported.train_image_noise_t == (80, 240) and exported.train_feature_noise_t == (120, 360)
     assert json.loads((out / "card.json").read_text())["train_noise_t"] == [80, 240, 120, 360]
-    with pytest.raises(SystemExit):
-        export_purifier.main([str(bundled), "--out", str(tmp_path / "bad"), "--train-noise-t", "80,240"])
+    # the same timesteps asked for directly, from the exported folder (nominal 8x): strength 1 there
+    again = tmp_path / "again"
+    noise_t = f"{exported.image_noise_t},{exported.feature_noise_t}"
+    assert export_purifier.main([str(out), "--out", str(again), "--noise-t", noise_t]) == 0
+    assert Purifier.from_pretrained(again).config.image_noise_t == exported.image_noise_t
+    for bad in (["--train-noise-t", "80,240"], ["--noise-t", f"{exported.image_noise_t},1"],
+                ["--strength", "2", "--noise-t", noise_t]):
+        with pytest.raises(SystemExit):
+            export_purifier.main([str(bundled), "--out", str(tmp_path / "bad"), *bad])
