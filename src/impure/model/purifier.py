@@ -75,8 +75,7 @@ class Purifier(
             config = PurifierConfig.from_dict(config)
         elif not isinstance(config, PurifierConfig):
             raise TypeError(f"config must be a PurifierConfig, got {type(config).__name__}")
-        self.config = config
-        self._hub_mixin_config = config  # what save_pretrained writes as config.json
+        self._set_config(config)
         self._nominal_noise_t = (config.image_noise_t, config.feature_noise_t)  # strength 1
         width, dec_width, patch = config.encoder_width, config.decoder_width, config.patch_size
         groups, eps = config.num_groups, config.norm_eps
@@ -278,17 +277,21 @@ class Purifier(
             raise ValueError("strength applies to noise-mode purifiers; this one uses mask_mode='token'")
         last = self.config.noise_steps - 1
         image_t, feature_t = self._nominal_noise_t
-        self.config = self.config.replace(image_noise_t=min(round(image_t * strength), last),
-                                          feature_noise_t=min(round(feature_t * strength), last))
-        self._hub_mixin_config = self.config
+        self._set_config(self.config.replace(image_noise_t=min(round(image_t * strength), last),
+                                             feature_noise_t=min(round(feature_t * strength), last)))
         return self
 
     def set_training_noise(self, image_t: tuple[int, int], feature_t: tuple[int, int]) -> Purifier:
         """Set the ranges the training noise timesteps are drawn from (image, feature; inclusive), e.g. to
         fine-tune a saved purifier around its evaluation strength; returns the purifier."""
-        self.config = self.config.replace(train_image_noise_t=tuple(image_t), train_feature_noise_t=tuple(feature_t))
-        self._hub_mixin_config = self.config
+        self._set_config(self.config.replace(train_image_noise_t=tuple(image_t),
+                                             train_feature_noise_t=tuple(feature_t)))
         return self
+
+    def _set_config(self, config: PurifierConfig) -> None:
+        """The config the model runs with, and the one `save_pretrained` writes as config.json."""
+        self.config = config
+        self._hub_mixin_config = config
 
     @property
     def device(self) -> torch.device:
