@@ -168,17 +168,15 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     curve = _json(RESULTS / "campaign-cifar10" / "curve.json")["points"]
     ours = next(r for r in results if r["defence"] == name)
     jpeg = next(r for r in results if r["defence"] == "jpeg75")
-    training = (f"Continued from impure/cifar10-s with `configs/cifar10-campaign.toml` "
-                f"(`bash recipes/train_cifar10.sh`, every stretch in `recipes/CAMPAIGN.md`): adversarial fine-tuning "
-                f"on PGD-5 / FGSM examples against two "
-                f"ResNet-20s (the shared one and impure/cifar10-resnet20), pixel L1 + ResNet-20 feature L1 on "
-                f"patch-mixed images + 0.05 × ResNet-20 cross-entropy, constant learning rate 3e-4 after a warm-up "
-                f"with a linear cool-down to 1e-5 at the end of the last stretch, EMA of the weights (decay 0.998; "
-                f"the EMA is exported). {curve[-1]['images']:,} training images seen in "
-                f"all (impure/cifar10-s's included), on a 2-core CPU. Weights: float16 safetensors; float16 and "
-                f"float32 "
-                f"outputs agree to {card['float16_vs_float32_psnr_db']} dB. Training curve: "
-                f"`benchmarks/results/campaign-cifar10/curve.png`.")
+    training = ("Continued from impure/cifar10-s with `configs/cifar10-campaign.toml` "
+                "(`bash recipes/train_cifar10.sh`, every stretch in `recipes/CAMPAIGN.md`): adversarial fine-tuning "
+                "on PGD-5 / FGSM examples against two ResNet-20s (the shared one and impure/cifar10-resnet20), "
+                "pixel L1 + ResNet-20 feature L1 on patch-mixed images + 0.05 × ResNet-20 cross-entropy, constant "
+                "learning rate 3e-4 after a warm-up with a linear cool-down to 1e-5 at the end of the last stretch, "
+                f"EMA of the weights (decay 0.998; the EMA is exported). {curve[-1]['images']:,} training images "
+                "seen in all (impure/cifar10-s's included), on a 2-core CPU. Weights: float16 safetensors; float16 "
+                f"and float32 outputs agree to {card['float16_vs_float32_psnr_db']} dB. Training curve: "
+                "`benchmarks/results/campaign-cifar10/curve.png`.")
     sections = [
         "## Grey-box robustness against the baselines",
         report_protocol(results[0]) + "\n\n" + report_table(results),
@@ -267,29 +265,27 @@ def cifar10_robust_card(reports: dict[str, AdaptiveReport]) -> str | None:
                           evaluation=[report.main], sections=sections))
 
 
+# The labels of benchmarks/results/robust-selection/candidate-s8 (recipes/CAMPAIGN.md) as the card names them.
+_SELECTION_NAMES = {"candidate": "impure/cifar10-robust",
+                    "impure/cifar10 s=8 s=1": "impure/cifar10 at t 160/240, no fine-tune"}
+
+
 def robust_selection_text() -> str:
     """The selection-split comparison of the robust fine-tune's strengths and of impure/cifar10 without it."""
     results = _json(RESULTS / "robust-selection" / "candidate-s8" / "robustness.json")["results"]
-    rows = {}
-    for result in results:
-        if result["defence"] != "none":
-            attack = result["attacks"][0]
-            rows.setdefault(result["defence"], {})[result["threats"][0]] = (result, attack["robust_accuracy"])
-    first_white = next(r["white-box"][0] for r in rows.values() if "white-box" in r)
-    first_grey = next(r["grey-box"][0] for r in rows.values())
-    grey_count, white_count = first_grey["num_images"], first_white["num_images"]
+    grey = {r["defence"]: r for r in results if r["defence"] != "none" and r["threats"] == ["grey-box"]}
+    white = {r["defence"]: r for r in results if r["threats"] == ["white-box"]}
+    grey_count, first_white = next(iter(grey.values()))["num_images"], next(iter(white.values()))
     lines = [f"Chosen on test_dev images 0-{grey_count - 1} (clean and grey-box PGD-10 on {grey_count} images, "
-             f"white-box EOT-PGD-10 with {first_white['eot_samples']} draws on the first {white_count}; "
-             "`benchmarks/results/robust-selection/candidate-s8`), strengths relative to the exported noise; "
-             "the last row is the starting point without the fine-tune:", "",
+             f"white-box EOT-PGD-10 with {first_white['eot_samples']} draws on the first "
+             f"{first_white['num_images']}; `benchmarks/results/robust-selection/candidate-s8`), strengths relative "
+             "to the exported noise; the last row is the starting point without the fine-tune:", "",
              "| purifier | clean | grey-box PGD-10 | white-box EOT-PGD-10 | PSNR (dB) |", "|---|---:|---:|---:|---:|"]
-    for label, threats in rows.items():
-        grey, grey_accuracy = threats["grey-box"]
-        white = _percent(threats["white-box"][1]) if "white-box" in threats else "—"
-        name = "impure/cifar10 at t 160/240, no fine-tune" if label.startswith("impure/cifar10 s=8") else \
-            label.replace("candidate", "impure/cifar10-robust")
-        lines.append(f"| {name} | {_percent(grey['defended_accuracy'])} "
-                     f"| {_percent(grey_accuracy)} | {white} | {grey['psnr']:.1f} |")
+    for label, result in grey.items():
+        name = _SELECTION_NAMES.get(label) or label.replace("candidate", _SELECTION_NAMES["candidate"])
+        white_box = _percent(white[label]["attacks"][0]["robust_accuracy"]) if label in white else "—"
+        lines.append(f"| {name} | {_percent(result['defended_accuracy'])} | "
+                     f"{_percent(result['attacks'][0]['robust_accuracy'])} | {white_box} | {result['psnr']:.1f} |")
     return "\n".join(lines)
 
 
