@@ -5,7 +5,9 @@ robust stage's white-box validation (`validation.white_box_limit`) too.
     python benchmarks/training_curve.py runs/cifar10-campaign [more run folders, in order] \
         --offset 30432 --out benchmarks/results/campaign-cifar10/curve
 
-Each run folder holds the Trainer's log.jsonl and train_config.json (for the global batch). Runs are
+Each run folder holds the Trainer's log.jsonl and train_config.json (for the global batch), and the model's
+config.json in model/ or its checkpoint.pt: each point records the noise timesteps the purifier was
+validated at (`noise_t`: image, feature), and the plot marks where they change. Runs are
 concatenated in the order given; --offset counts the images the starting weights had already seen (30,432
 for impure/cifar10-s: 151 x 32 pre-training + 800 x 32 fine-tuning images). A campaign whose earlier run folders
 are gone continues its committed curve with --continue-from (e.g. benchmarks/results/campaign-cifar10/curve.json).
@@ -25,6 +27,19 @@ METRICS = {"val/accuracy": "clean accuracy through the purifier", "val_adv/accur
            "val_white/accuracy": "white-box PGD-10 accuracy (through the purifier)", "val/psnr": "PSNR (dB)"}
 
 
+def validation_noise_t(run: Path) -> list[int] | None:
+    """The (image, feature) noise timesteps a run's purifier was validated at, from its model or checkpoint."""
+    if (run / "model" / "config.json").is_file():
+        config = json.loads((run / "model" / "config.json").read_text())
+    elif (run / "checkpoint.pt").is_file():
+        import torch
+
+        config = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["purifier_config"]
+    else:
+        return None
+    return [config["image_noise_t"], config["feature_noise_t"]]
+
+
 def read_points(runs: list[Path], offset: int) -> list[dict]:
     """Validation records of the runs, with `images` = training images seen when each was taken."""
     points, seen = [], offset
@@ -32,12 +47,14 @@ def read_points(runs: list[Path], offset: int) -> list[dict]:
         config = json.loads((run / "train_config.json").read_text())
         optim = config["optim"]
         per_step = optim["batch_size"] * optim["grad_accum"]  # the log's throughput counts all processes
+        noise_t = validation_noise_t(run)
         last_step = 0
         for line in (run / "log.jsonl").read_text().splitlines():
             record = json.loads(line)
             last_step = max(last_step, record.get("step", 0))
             if "val/psnr" in record:
                 points.append({"run": run.name, "step": record["step"], "images": seen + record["step"] * per_step,
+                               **({"noise_t": noise_t} if noise_t else {}),
                                **{k: record[k] for k in METRICS if k in record}})
         seen += last_step * per_step
     return points
@@ -62,6 +79,12 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     fidelity = accuracy.twinx()
     fidelity.plot(images, [p["val/psnr"] for p in points], "^--", color="tab:green", label=METRICS["val/psnr"])
     fidelity.set_ylabel("PSNR (dB)")
+    for before, after, x in zip(points[:-1], points[1:], images[1:], strict=True):
+        if before.get("noise_t") and after.get("noise_t") and before["noise_t"] != after["noise_t"]:
+            accuracy.axvline(x, color="grey", linestyle=":", linewidth=1)
+            accuracy.annotate("validated at noise t {}/{} from here".format(*after["noise_t"]), (x, 0.02),
+                              xycoords=("data", "axes fraction"), rotation=90, fontsize=7, color="grey",
+                              ha="right", va="bottom")
     lines = accuracy.get_legend_handles_labels()[0] + fidelity.get_legend_handles_labels()[0]
     labels = accuracy.get_legend_handles_labels()[1] + fidelity.get_legend_handles_labels()[1]
     accuracy.legend(lines, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8,

@@ -137,12 +137,15 @@ def test_training_curve_concatenates_runs_by_images_seen(monkeypatch, tmp_path):
             lines[-1]["val_white/accuracy"] = 0.05
         lines.insert(0, {"step": 10, "total": 1.0})
         (run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        (run / "model").mkdir()  # the noise timesteps it was validated at
+        (run / "model" / "config.json").write_text(json.dumps({"image_noise_t": batch, "feature_noise_t": 30}))
         runs.append(str(run))
     out = tmp_path / "curve"
     assert training_curve.main([*runs, "--offset", "1000", "--out", str(out)]) == 0
     points = json.loads(out.with_suffix(".json").read_text())["points"]
     assert [p["images"] for p in points] == [1000 + 3200, 1000 + 6400, 1000 + 6400 + 3200]
     assert [p.get("val_white/accuracy") for p in points] == [None, None, 0.05]
+    assert [p["noise_t"] for p in points] == [[32, 30], [32, 30], [64, 30]]
     # A later stretch whose earlier run folders are gone continues the committed curve.
     later = tmp_path / "later"
     assert training_curve.main([runs[1], "--continue-from", str(out.with_suffix(".json")), "--out", str(later)]) == 0
