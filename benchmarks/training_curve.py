@@ -32,9 +32,9 @@ def validation_noise_t(run: Path) -> list[int] | None:
     if (run / "model" / "config.json").is_file():
         config = json.loads((run / "model" / "config.json").read_text())
     elif (run / "checkpoint.pt").is_file():
-        import torch
+        from impure.training.checkpoint import load_checkpoint
 
-        config = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["purifier_config"]
+        config = load_checkpoint(run / "checkpoint.pt")["purifier_config"]
     else:
         return None
     return [config["image_noise_t"], config["feature_noise_t"]]
