@@ -48,6 +48,10 @@ def _in_255(value: float) -> str:
     return f"{value * 255:g}/255"
 
 
+def _lr(value: float) -> str:
+    return f"{value:.0e}".replace("e-0", "e-")  # 3e-4
+
+
 def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
@@ -187,12 +191,16 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     curve = _json(RESULTS / "campaign-cifar10" / "curve.json")["points"]
     ours = next(r for r in results if r["defence"] == name)
     jpeg = next(r for r in results if r["defence"] == "jpeg75")
+    recipe = load_config(ROOT / "configs" / "cifar10-campaign.toml")
+    attacks = " / ".join(a.name + (f"-{a.options['steps']}" if "steps" in a.options else "")
+                         for a in recipe.adversarial.attacks)
     training = ("Continued from impure/cifar10-s with `configs/cifar10-campaign.toml` "
                 "(`bash recipes/train_cifar10.sh`, every stretch in `recipes/CAMPAIGN.md`): adversarial fine-tuning "
-                "on PGD-5 / FGSM examples against two ResNet-20s (the shared one and impure/cifar10-resnet20), "
-                "pixel L1 + ResNet-20 feature L1 on patch-mixed images + 0.05 × ResNet-20 cross-entropy, constant "
-                "learning rate 3e-4 after a warm-up with a linear cool-down to 1e-5 at the end of the last stretch, "
-                f"EMA of the weights (decay 0.998; the EMA is exported). {curve[-1]['images']:,} training images "
+                f"on {attacks} examples against two ResNet-20s (the shared one and impure/cifar10-resnet20), "
+                f"pixel L1 + ResNet-20 feature L1 on patch-mixed images + {recipe.loss.classifier_weight:g} × "
+                f"ResNet-20 cross-entropy, constant learning rate {_lr(recipe.optim.lr)} after a warm-up with a "
+                f"linear cool-down to {_lr(recipe.optim.min_lr)} at the end of the last stretch, EMA of the weights "
+                f"(decay {recipe.optim.ema_decay:g}; the EMA is exported). {curve[-1]['images']:,} training images "
                 "seen in all (impure/cifar10-s's included), on a 2-core CPU. Weights: float16 safetensors; float16 "
                 f"and float32 outputs agree to {card['float16_vs_float32_psnr_db']} dB. Training curve: "
                 "`benchmarks/results/campaign-cifar10/curve.png`.")
@@ -242,10 +250,9 @@ def cifar10_robust_card(reports: dict[str, AdaptiveReport]) -> str | None:
     images = None
     if log_path.is_file():
         steps = [json.loads(line)["step"] for line in log_path.read_text().splitlines() if line.strip()]
-        images = max(steps) * recipe.optim.batch_size
+        images = max(steps) * recipe.optim.batch_size * recipe.optim.grad_accum
     report = reports[name]
     attack, robust = recipe.robust.attack, recipe.robust
-    learning_rate = f"{recipe.optim.lr:.0e}".replace("e-0", "e-")  # 1e-4
     training = (f"Robust fine-tuning (`stage = \"robust\"`, AToP-style) of impure/cifar10 (the campaign's stretch-1 "
                 f"weights, commit b73dc0e) exported at image/feature "
                 f"noise t {config.image_noise_t}/{config.feature_noise_t} (its evaluation strength here), with the "
@@ -259,7 +266,7 @@ def cifar10_robust_card(reports: dict[str, AdaptiveReport]) -> str | None:
                 + "), alternating between two ResNet-20s (the shared one and impure/cifar10-resnet20), then trains "
                 "on pixel L1 + ResNet-20 feature L1 on patch-mixed images (clean targets) + "
                 f"{robust.ce_weight:g} × the frozen classifier's cross-entropy on the purified adversarial images; "
-                f"AdamW at {learning_rate}, EMA of the weights (decay {recipe.optim.ema_decay:g}; exported)."
+                f"AdamW at {_lr(recipe.optim.lr)}, EMA of the weights (decay {recipe.optim.ema_decay:g}; exported)."
                 + (f" {images:,} training images seen in this stage." if images else "")
                 + f" Weights: float16 safetensors; float16 and float32 outputs agree to "
                 f"{card['float16_vs_float32_psnr_db']} dB. Training curve: "
