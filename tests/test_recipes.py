@@ -73,3 +73,30 @@ def test_export_bakes_in_the_strength_and_the_training_noise_ranges(tmp_path, sh
                 ["--strength", "2", "--noise-t", noise_t]):
         with pytest.raises(SystemExit):
             export_purifier.main([str(bundled), "--out", str(tmp_path / "bad"), *bad])
+
+
+def test_grown_purifier_computes_what_its_source_does_and_then_trains(tmp_path, shared_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    import grow_purifier
+
+    bundled = Path(__file__).resolve().parents[1] / "src" / "impure" / "weights" / "cifar10-s"
+    source = Purifier.from_pretrained(bundled).float().eval()
+    out = tmp_path / "deep"
+    depths = source.config.encoder_depth + 2, source.config.decoder_depth + 1
+    argv = [str(bundled), "--out", str(out), "--encoder-depth", str(depths[0]), "--decoder-depth", str(depths[1])]
+    assert grow_purifier.main(argv) == 0
+    grown = Purifier.from_pretrained(out).eval()
+    assert (grown.config.encoder_depth, grown.config.decoder_depth) == depths
+    images = torch.rand(4, 3, 32, 32)
+    assert grow_purifier.largest_difference(source, grown, images, seed=3) == 0.0
+    # the source's last decoder block (hidden tokens only) is still the last; the new ones are identities
+    last = source.config.decoder_depth - 1
+    assert torch.equal(grown.decoder_blocks[-1].mlp.fc1.weight, source.decoder_blocks[last].mlp.fc1.weight)
+    assert not grown.decoder_blocks[last].attn.proj.weight.any()
+    # and they train: the new blocks' zeroed output layers receive gradients
+    grown.train()(images).square().mean().backward()
+    assert grown.encoder_blocks[-1].mlp.fc2.weight.grad.abs().sum() > 0
+    assert grown.decoder_blocks[last].attn.proj.weight.grad.abs().sum() > 0
+    assert grow_purifier.main([*argv[:-4], "--encoder-depth", "1", "--decoder-depth", str(depths[1]),
+                               "--force"]) == 1  # shrinking is refused
+    assert grow_purifier.main(argv) == 1  # existing weights are kept without --force
