@@ -55,6 +55,21 @@ def measure(folder: Path, images: torch.Tensor, labels: torch.Tensor) -> dict[st
             "test_dev_first100_resnet56_accuracy": accuracy}
 
 
+def load_source(model: str | Path) -> Purifier:
+    """The purifier in a model id, a save_pretrained folder or a checkpoint.pt (its EMA weights), in eval mode."""
+    if str(model).endswith(".pt"):
+        return purifier_from_checkpoint(model)
+    return Purifier.from_pretrained(model).eval()
+
+
+def holds_weights(out: Path, force: bool) -> bool:
+    """True (with a message) when `out` already holds weights that --force was not given to replace."""
+    if (out / "model.safetensors").exists() and not force:
+        print(f"{out} already holds weights; pass --force to replace them", file=sys.stderr)
+        return True
+    return False
+
+
 def _ints(count: int, form: str):
     def parse(text: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(","))
@@ -88,14 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-psnr", type=float, default=40.0, help="float16 vs float32 output agreement")
     parser.add_argument("--force", action="store_true", help="replace existing weights in --out")
     args = parser.parse_args(argv)
-    if (args.out / "model.safetensors").exists() and not args.force:
-        print(f"{args.out} already holds weights; pass --force to replace them", file=sys.stderr)
+    if holds_weights(args.out, args.force):
         return 1
 
-    if str(args.model).endswith(".pt"):
-        purifier = purifier_from_checkpoint(args.model)
-    else:
-        purifier = Purifier.from_pretrained(args.model).eval()
+    purifier = load_source(args.model)
     if args.noise_t is not None:
         args.strength = _strength_for(purifier, *args.noise_t)
     purifier.set_strength(args.strength)

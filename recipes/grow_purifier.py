@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 import torch
+from export_purifier import holds_weights, load_source
 
 from impure import Purifier
 from impure.data import load_npz
-from impure.training.checkpoint import purifier_from_checkpoint
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -73,14 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=1e-5, help="largest output difference allowed")
     parser.add_argument("--force", action="store_true", help="replace existing weights in --out")
     args = parser.parse_args(argv)
-    if (args.out / "model.safetensors").exists() and not args.force:
-        print(f"{args.out} already holds weights; pass --force to replace them", file=sys.stderr)
+    if holds_weights(args.out, args.force):
         return 1
 
-    if str(args.source).endswith(".pt"):
-        source = purifier_from_checkpoint(args.source).float()
-    else:
-        source = Purifier.from_pretrained(args.source).float().eval()
+    source = load_source(args.source).float()
     try:
         grown = grow(source, args.encoder_depth, args.decoder_depth)
     except ValueError as error:
