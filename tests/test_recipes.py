@@ -63,12 +63,19 @@ def test_export_bakes_in_the_strength_and_the_training_noise_ranges(tmp_path, sh
     assert exported.image_noise_t == 8 * nominal.image_noise_t
     assert exported.feature_noise_t == 8 * nominal.feature_noise_t
     assert exported.train_image_noise_t == (80, 240) and exported.train_feature_noise_t == (120, 360)
-    assert json.loads((out / "card.json").read_text())["train_noise_t"] == [80, 240, 120, 360]
+    card = json.loads((out / "card.json").read_text())
+    assert card["train_noise_t"] == [80, 240, 120, 360]
+    # the source is float16 already: its own float16-vs-float32 check carries over (not an infinite PSNR)
+    source_card = json.loads((bundled / "card.json").read_text())
+    assert card["float16_vs_float32_psnr_db"] == source_card["float16_vs_float32_psnr_db"]
     # the same timesteps asked for directly, from the exported folder (nominal 8x): strength 1 there
     again = tmp_path / "again"
     noise_t = f"{exported.image_noise_t},{exported.feature_noise_t}"
     assert export_purifier.main([str(out), "--out", str(again), "--noise-t", noise_t]) == 0
     assert Purifier.from_pretrained(again).config.image_noise_t == exported.image_noise_t
+    (again / "card.json").unlink()  # float16 weights whose export check is unknown: refused with a message
+    with pytest.raises(SystemExit, match="float32 checkpoint"):
+        export_purifier.main([str(again), "--out", str(tmp_path / "no-card")])
     for bad in (["--train-noise-t", "80,240"], ["--noise-t", f"{exported.image_noise_t},1"],
                 ["--strength", "2", "--noise-t", noise_t]):
         with pytest.raises(SystemExit):
