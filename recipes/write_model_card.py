@@ -88,6 +88,8 @@ def selection_table(results: list[dict]) -> str:
 
 
 PAPER_NOISE_T = (400, 600)  # the paper's image / feature noise timesteps at evaluation
+# The selection runs' strength 1 (noise t of the candidates they compare), which stretch 4 was released at.
+SELECTION_NOISE_T = (20, 30)
 
 # The campaign's latest selection runs (recipes/CAMPAIGN.md, stretches 5 and 6), on test_dev images 0-249.
 SELECTION = [RESULTS / "campaign-cifar10" / run / "frontier.json"
@@ -210,6 +212,7 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     results = _json(RESULTS / "robustness-cifar10-report" / "robustness.json")["results"]
     selection = campaign_selection()
     by_label = {result["defence"]: result for result in selection}
+    strength = config.image_noise_t / SELECTION_NOISE_T[0]
     curve = _json(RESULTS / "campaign-cifar10" / "curve.json")["points"]
     ours = next(r for r in results if r["defence"] == name)
     jpeg = next(r for r in results if r["defence"] == "jpeg75")
@@ -237,13 +240,14 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         f"(JPEG: {_percent(jpeg['defended_accuracy'])} %). "
         f"Strengths compared on images 0-249 (FGSM, PGD-10, MI-FGSM, APGD-DLR; "
         f"`benchmarks/results/campaign-cifar10/selection-stretch{{5,6}}`, the rule in `recipes/CAMPAIGN.md`); "
-        f"strengths are multiples of noise t 20/30, the bundled weights are stretch 6's at t "
-        f"{config.image_noise_t}/{config.feature_noise_t} (strength 4), and stretch 4 (4 / 2 blocks) is the "
-        f"release they replace:\n\n"
+        f"strengths are multiples of noise t {SELECTION_NOISE_T[0]}/{SELECTION_NOISE_T[1]}, the bundled weights "
+        f"are stretch 6's at t {config.image_noise_t}/{config.feature_noise_t} (strength {strength:g}), and "
+        f"stretch 4 (4 / 2 blocks) is the release they replace:\n\n"
         f"{selection_table(selection)}",
         f"The chosen strength, noise t {config.image_noise_t}/{config.feature_noise_t}, is "
         f"{PAPER_NOISE_T[0] / config.image_noise_t:g}× milder than the paper's t {PAPER_NOISE_T[0]}/{PAPER_NOISE_T[1]} "
-        "(ViT-B on ImageNet-scale training) and 4× stronger than stretch 4's t 20/30. A better-trained purifier "
+        f"(ViT-B on ImageNet-scale training) and {strength:g}× stronger than stretch 4's t "
+        f"{SELECTION_NOISE_T[0]}/{SELECTION_NOISE_T[1]}. A better-trained purifier "
         "tolerates more masking: at strength 6 the deep branch kept "
         f"{_percent(by_label['stretch 5, deeper (6/3 blocks) s=6']['defended_accuracy'])} % clean where the "
         f"4 / 2-block stretch 5 kept {_percent(by_label['stretch 5 s=6']['defended_accuracy'])} %.",
