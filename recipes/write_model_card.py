@@ -7,7 +7,7 @@ Every card is made by `impure.cards.model_card` (the card `save_pretrained` writ
 `model-index`, architecture, usage, training recipe, the measured table with its protocol. Reads
 src/impure/weights/<name>/{config.json,card.json} and benchmarks/results/:
 - robustness-cifar10-report: grey-box, the nine attacks, ResNet-56, test_dev images 250-499 (reported split);
-- campaign-cifar10/selection-stretch{5,6}: the strengths compared on images 0-249 (selection split);
+- campaign-cifar10/selection-stretch{5,6,7}: the strengths compared on images 0-249 (selection split);
 - campaign-cifar10/curve.json and robust-cifar10/curve.json: the training curves;
 - adaptive-cifar10: the adaptive protocol (white-box EOT-PGD / APGD-CE, resubmission, checks), if present;
 - robustness-cifar10-s and robustness-cifar10-s-adaptive: impure/cifar10-s's first measurements.
@@ -91,13 +91,15 @@ PAPER_NOISE_T = (400, 600)  # the paper's image / feature noise timesteps at eva
 # The selection runs' strength 1 (noise t of the candidates they compare), which stretch 4 was released at.
 SELECTION_NOISE_T = (20, 30)
 
-# The campaign's latest selection runs (recipes/CAMPAIGN.md, stretches 5 and 6), on test_dev images 0-249.
+# The campaign's latest selection runs (recipes/CAMPAIGN.md, stretches 5 to 7), on test_dev images 0-249.
 SELECTION = [RESULTS / "campaign-cifar10" / run / "frontier.json"
-             for run in ("selection-stretch6", "selection-stretch5", "selection-stretch5/high")]
+             for run in ("selection-stretch7", "selection-stretch6", "selection-stretch5", "selection-stretch5/high")]
 
 
-# What the selection runs labelled "impure/cifar10" is the release the bundled weights replace.
-PREVIOUS_RELEASE = {"impure/cifar10 s=1": "stretch 4 s=1 (the previous impure/cifar10)"}
+# Selection labels restated for the card: what stretch 5's run called "impure/cifar10" was stretch 4, and
+# stretch 7's run counted strengths from its own nominal t 80/120 (strength 4 of SELECTION_NOISE_T).
+RELABEL = {"impure/cifar10 s=1": "stretch 4 s=1 (released before stretch 6)",
+           "stretch 7, deeper (6/3 blocks) s=1": "stretch 7, deeper (6/3 blocks) s=4"}
 
 
 def campaign_selection() -> list[dict]:
@@ -105,7 +107,7 @@ def campaign_selection() -> list[dict]:
     rows: dict[str, dict] = {}
     for path in SELECTION:
         for result in _json(path)["results"]:
-            label = PREVIOUS_RELEASE.get(result["defence"], result["defence"])
+            label = RELABEL.get(result["defence"], result["defence"])
             rows.setdefault(label, {**result, "defence": label})
     return sorted(rows.values(), key=lambda r: -r["defended_accuracy"])
 
@@ -226,8 +228,7 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
                 f"on {attacks} examples against two ResNet-20s (the shared one and impure/cifar10-resnet20), "
                 f"pixel L1 + ResNet-20 feature L1 on patch-mixed images + {recipe.loss.classifier_weight:g} × "
                 f"ResNet-20 cross-entropy, constant learning rate {_lr(recipe.optim.lr)} after a warm-up with a "
-                f"linear cool-down towards {_lr(recipe.optim.min_lr)} at the end of a stretch (the last stretch "
-                "was stopped part-way through its cool-down), EMA of the weights "
+                f"linear cool-down towards {_lr(recipe.optim.min_lr)} at the end of a stretch, EMA of the weights "
                 f"(decay {recipe.optim.ema_decay:g}; the EMA is exported). {curve[-1]['images']:,} training images "
                 "seen in all (impure/cifar10-s's included), on a 2-core CPU. Weights: float16 safetensors; float16 "
                 f"and float32 outputs agree to {card['float16_vs_float32_psnr_db']} dB. Training curve: "
@@ -239,10 +240,10 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         f"{_percent(ours['defended_accuracy'])} % clean accuracy through it "
         f"(JPEG: {_percent(jpeg['defended_accuracy'])} %). "
         f"Strengths compared on images 0-249 (FGSM, PGD-10, MI-FGSM, APGD-DLR; "
-        f"`benchmarks/results/campaign-cifar10/selection-stretch{{5,6}}`, the rule in `recipes/CAMPAIGN.md`); "
+        f"`benchmarks/results/campaign-cifar10/selection-stretch{{5,6,7}}`, the rule in `recipes/CAMPAIGN.md`); "
         f"strengths are multiples of noise t {SELECTION_NOISE_T[0]}/{SELECTION_NOISE_T[1]}, the bundled weights "
-        f"are stretch 6's at t {config.image_noise_t}/{config.feature_noise_t} (strength {strength:g}), and "
-        f"stretch 4 (4 / 2 blocks) is the release they replace:\n\n"
+        f"are stretch 7's at t {config.image_noise_t}/{config.feature_noise_t} (strength {strength:g}), and "
+        f"stretch 6 (the same 6 / 3 blocks, 550 steps less trained) is the release they replace:\n\n"
         f"{selection_table(selection)}",
         f"The chosen strength, noise t {config.image_noise_t}/{config.feature_noise_t}, is "
         f"{PAPER_NOISE_T[0] / config.image_noise_t:g}× milder than the paper's t {PAPER_NOISE_T[0]}/{PAPER_NOISE_T[1]} "
