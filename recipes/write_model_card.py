@@ -96,18 +96,37 @@ SELECTION = [RESULTS / "campaign-cifar10" / run / "frontier.json"
              for run in ("selection-stretch7", "selection-stretch6", "selection-stretch5", "selection-stretch5/high")]
 
 
-# Selection labels restated for the card: what stretch 5's run called "impure/cifar10" was stretch 4, and
-# stretch 7's run counted strengths from its own nominal t 80/120 (strength 4 of SELECTION_NOISE_T).
-RELABEL = {"impure/cifar10 s=1": "stretch 4 s=1 (released before stretch 6)",
-           "stretch 7, deeper (6/3 blocks) s=1": "stretch 7, deeper (6/3 blocks) s=4"}
+# What stretch 5's selection run called "impure/cifar10" (a model id, whose weights have changed since) was
+# stretch 4 at its nominal t 20/30.
+RENAMED = {"impure/cifar10 s=1": "stretch 4 s=1 (released before stretch 6)"}
+
+
+def selection_label(result: dict, defences: list[dict]) -> str:
+    """A selection row's label with its strength restated as a multiple of SELECTION_NOISE_T, from the noise t
+    the row ran at: recorded in the result (`noise_t`), or for runs made before it was recorded, the committed
+    candidate folder's nominal t times the row's strength."""
+    if result["defence"] in RENAMED:
+        return RENAMED[result["defence"]]
+    spec = next(d for d in defences if d["label"] == result["defence"])
+    if spec["strength"] is None:
+        return result["defence"]
+    image_t = (result.get("noise_t") or [None])[0]
+    if image_t is None:
+        config = ROOT / spec["source"] / "config.json"
+        if not config.is_file():
+            raise FileNotFoundError(f"selection row {result['defence']!r} records no noise t and its purifier "
+                                    f"{spec['source']!r} is not a committed folder; add it to RENAMED")
+        image_t = round(PurifierConfig.from_json(str(config)).image_noise_t * spec["strength"])
+    return f"{spec['label'].rsplit(' s=', 1)[0]} s={image_t / SELECTION_NOISE_T[0]:g}"
 
 
 def campaign_selection() -> list[dict]:
     """The rows of the SELECTION runs, each defence once (the first run that has it), by clean accuracy."""
     rows: dict[str, dict] = {}
     for path in SELECTION:
-        for result in _json(path)["results"]:
-            label = RELABEL.get(result["defence"], result["defence"])
+        run = _json(path)
+        for result in run["results"]:
+            label = selection_label(result, run["defences"])
             rows.setdefault(label, {**result, "defence": label})
     return sorted(rows.values(), key=lambda r: -r["defended_accuracy"])
 

@@ -111,6 +111,7 @@ def test_no_defence_pgd_breaks_the_classifier(model, data, undefended):
 def test_jpeg_defends_grey_box_but_not_white_box(model, data, undefended):
     result = evaluate(model, data, "jpeg75", attacks=["pgd"], threat="both", **FAST)
     assert result.defence == "jpeg75" and not result.stochastic_defence and result.eot_samples == 1
+    assert result.noise_t is None
     assert result.defended_accuracy >= 0.7
     assert 28 < result.psnr < 35
     grey, white = result.robust_accuracy("pgd", "grey-box"), result.robust_accuracy("pgd", "white-box")
@@ -260,6 +261,8 @@ def test_white_box_through_a_purifier_and_state_restored(model, data):
     assert torch.equal(model.bn1.running_mean, running_mean)  # evaluated in eval mode
     assert torch.equal(torch.get_rng_state(), rng)  # the caller's random state is untouched
     assert result.stochastic_defence and result.eot_samples == 2 and result.defence == "Purifier"
+    nominal = [purifier.config.image_noise_t, purifier.config.feature_noise_t]
+    assert result.noise_t == nominal and f"noise t {nominal[0]}/{nominal[1]}" in result.to_markdown()
     entry = result.attacks[0]
     assert entry.perturbation_linf <= EPS + 1e-6 and 0 < entry.residual_linf < 1
     # x and x_adv are purified with the same noise: an attack that cannot move the image leaves every
@@ -267,6 +270,10 @@ def test_white_box_through_a_purifier_and_state_restored(model, data):
     still = evaluate(model.eval(), (data[0][:8], data[1][:8]), purifier, attacks=["pgd"], threat="white-box",
                      eps=1e-7, steps=2, eot_samples=2, batch_size=8, device="cpu", progress=False)
     assert still.defended_accuracy > 0 and still.attacks[0].robust_accuracy == still.defended_accuracy
+    halved = evaluate(model, (data[0][:4], data[1][:4]), purifier.set_strength(0.5), attacks=["fgsm"],
+                      threat="grey-box", batch_size=4, device="cpu", progress=False)
+    assert halved.noise_t == [round(t / 2) for t in nominal]  # the strength it ran at, not the nominal one
+    assert EvaluationResult.from_dict(halved.to_dict()).noise_t == halved.noise_t
 
 
 def test_reports_json_markdown_grid_chart(undefended, tmp_path, monkeypatch):

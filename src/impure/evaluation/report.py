@@ -56,6 +56,7 @@ class EvaluationResult:
     eot_samples: int  # gradient samples per attack step in white-box attacks (1 for a deterministic defence)
     stochastic_defence: bool
     resubmissions: int = 0  # extra purification draws per adversarial image (0: not measured)
+    noise_t: list[int] | None = None  # an IMPure noise-mode purifier's image / feature noise t, else None
     settings: dict[str, Any] = field(default_factory=dict)  # attack parameters
     attacks: list[AttackResult] = field(default_factory=list)
     worst_case: dict[str, float] = field(default_factory=dict)  # threat -> images robust to every attack
@@ -110,7 +111,8 @@ class EvaluationResult:
             "",
             f"Data: {self.data} ({self.num_images} images); ℓ∞ ε = {_eps_text(self.eps)}; "
             f"device {self.device}; seed {self.seed}; EOT samples {self.eot_samples}"
-            f"{' (stochastic defence)' if self.stochastic_defence else ''}.",
+            f"{' (stochastic defence)' if self.stochastic_defence else ''}"
+            f"{'' if self.noise_t is None else f'; purifier noise t {self.noise_t[0]}/{self.noise_t[1]}'}.",
             "",
             "| clean accuracy | through the defence | PSNR (dB) | images/s (defended) "
             "| images/s (classifier) | peak memory (MB) |",

@@ -20,7 +20,7 @@ from impure._modes import eval_mode
 from impure.attacks.registry import DEFAULT_ATTACKS, attack_settings, build_attack, check_attack_names
 from impure.device import select_device, select_dtype
 from impure.evaluation.report import AttackResult, EvaluationResult
-from impure.evaluation.sources import load_data, resolve_classifier, resolve_purifier
+from impure.evaluation.sources import load_data, noise_timesteps, resolve_classifier, resolve_purifier
 from impure.metrics import correct, l2_norm, linf_norm, psnr
 
 __all__ = ["DEFAULT_EOT_SAMPLES", "THREATS", "EvaluationSettings", "evaluate"]
@@ -165,7 +165,7 @@ def evaluate(
     return EvaluationResult(
         classifier=classifier_name, defence=defence_name, data=data_name, num_images=len(images),
         eps=settings.eps, threats=list(threats), clean_accuracy=clean["clean_accuracy"],
-        resubmissions=run.resubmissions,
+        resubmissions=run.resubmissions, noise_t=noise_timesteps(defence),
         defended_accuracy=clean["defended_accuracy"],
         psnr=clean["psnr"], images_per_second=clean["images_per_second"],
         classifier_images_per_second=clean["classifier_images_per_second"],

@@ -11,7 +11,8 @@ from torch import nn
 
 from impure.classifiers.lookup import Normalized, resolve_classifier
 
-__all__ = ["TORCHVISION_DATASETS", "Normalized", "describe", "load_data", "resolve_classifier", "resolve_purifier"]
+__all__ = ["TORCHVISION_DATASETS", "Normalized", "describe", "load_data", "noise_timesteps", "resolve_classifier",
+           "resolve_purifier"]
 
 # torchvision datasets `load_data` accepts by name: the class and its evaluation split arguments.
 TORCHVISION_DATASETS = {
@@ -145,6 +146,16 @@ def resolve_purifier(purifier: Any, dtype: torch.dtype | None = None) -> tuple[n
     from impure import Purifier
 
     return Purifier.from_pretrained(spec, dtype=dtype).eval(), spec
+
+
+def noise_timesteps(defence: nn.Module | None) -> list[int] | None:
+    """The image and feature noise timesteps an IMPure purifier in noise mode runs at (its strength, after
+    `set_strength`), else None: what a report records so that its rows can be compared across purifiers."""
+    from impure import Purifier
+
+    if not isinstance(defence, Purifier) or defence.config.mask_mode != "noise":
+        return None
+    return [defence.config.image_noise_t, defence.config.feature_noise_t]
 
 
 def describe(module: nn.Module) -> str:
