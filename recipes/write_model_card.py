@@ -91,6 +91,9 @@ PAPER_NOISE_T = (400, 600)  # the paper's image / feature noise timesteps at eva
 # The selection runs' strength 1 (noise t of the candidates they compare), which stretch 4 was released at.
 SELECTION_NOISE_T = (20, 30)
 
+# The stretch whose weights are bundled, its committed training log, and the release it replaced.
+BUNDLED_STRETCH, BUNDLED_LOG, REPLACED_STRETCH = "stretch 7", "stretch7-log.jsonl", "stretch 6"
+
 # The campaign's latest selection runs (recipes/CAMPAIGN.md, stretches 5 to 7), on test_dev images 0-249.
 SELECTION = [RESULTS / "campaign-cifar10" / run / "frontier.json"
              for run in ("selection-stretch7", "selection-stretch6", "selection-stretch5", "selection-stretch5/high")]
@@ -234,6 +237,8 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     selection = campaign_selection()
     by_label = {result["defence"]: result for result in selection}
     strength = config.image_noise_t / SELECTION_NOISE_T[0]
+    log = (RESULTS / "campaign-cifar10" / BUNDLED_LOG).read_text().splitlines()
+    stretch_steps = max(json.loads(line)["step"] for line in log if line.strip())
     curve = _json(RESULTS / "campaign-cifar10" / "curve.json")["points"]
     ours = next(r for r in results if r["defence"] == name)
     jpeg = next(r for r in results if r["defence"] == "jpeg75")
@@ -261,8 +266,9 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         f"Strengths compared on images 0-249 (FGSM, PGD-10, MI-FGSM, APGD-DLR; "
         f"`benchmarks/results/campaign-cifar10/selection-stretch{{5,6,7}}`, the rule in `recipes/CAMPAIGN.md`); "
         f"strengths are multiples of noise t {SELECTION_NOISE_T[0]}/{SELECTION_NOISE_T[1]}, the bundled weights "
-        f"are stretch 7's at t {config.image_noise_t}/{config.feature_noise_t} (strength {strength:g}), and "
-        f"stretch 6 (the same 6 / 3 blocks, 550 steps less trained) is the release they replace:\n\n"
+        f"are {BUNDLED_STRETCH}'s at t {config.image_noise_t}/{config.feature_noise_t} (strength {strength:g}), "
+        f"and {REPLACED_STRETCH} (the same {config.encoder_depth} / {config.decoder_depth} blocks, {stretch_steps} "
+        "steps less trained) is the release they replace:\n\n"
         f"{selection_table(selection)}",
         f"The chosen strength, noise t {config.image_noise_t}/{config.feature_noise_t}, is "
         f"{PAPER_NOISE_T[0] / config.image_noise_t:g}× milder than the paper's t {PAPER_NOISE_T[0]}/{PAPER_NOISE_T[1]} "
