@@ -80,10 +80,13 @@ def test_frontier_end_to_end(bench, shared_dir, tiny, tmp_path, capsys):
     assert list(rows) == ["none", "jpeg75", "tiny s=0.5", "tiny s=1"]
     assert all(r["num_images"] == 8 and [a["attack"] for a in r["attacks"]] == ["fgsm", "pgd"] for r in rows.values())
     assert rows["tiny s=0.5"]["psnr"] != rows["tiny s=1"]["psnr"]  # each row at its own strength
+    nominal = rows["tiny s=1"]["noise_t"]
+    assert rows["tiny s=0.5"]["noise_t"] == [round(t / 2) for t in nominal] and rows["jpeg75"]["noise_t"] is None
     table = (out / "frontier.md").read_text()
     assert table in printed and "| PGD-2 grey-box |" in table
     # Sorted by clean accuracy through the defence: the bare classifier's 100 % here is the frontier's top.
-    assert table.splitlines()[-4].startswith("| ★ | none | 100.0 |")
+    assert table.splitlines()[-4].startswith("| ★ | none | — | 100.0 |")
+    assert f"| tiny s=1 | {nominal[0]}/{nominal[1]} |" in table
 
 
 def test_robustness_end_to_end(bench, shared_dir, tiny, tmp_path, capsys):

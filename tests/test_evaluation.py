@@ -189,11 +189,12 @@ def test_pareto_front_and_frontier_table(undefended):
                                    attacks=attacks, mean={"grey-box": mean}, worst_case={"grey-box": 0.0})  # fmt: skip
 
     results = [variant("weak", 0.5, 0.3, 0.25), variant("jpeg", 0.85, 0.4, 0.4), variant("both", 0.6, 0.2, 0.3),
-               variant("dominated", 0.55, 0.2, 0.2)]  # fmt: skip
+               dataclasses.replace(variant("dominated", 0.55, 0.2, 0.2), noise_t=[80, 120])]  # fmt: skip
     lines = frontier_table(results).splitlines()
     assert "PGD-5 grey-box" in lines[0] and "images/s (classifier)" in lines[0]
     assert [line.split(" | ")[1] for line in lines[2:]] == ["jpeg", "both", "dominated", "weak"]
-    assert lines[2].startswith("| ★ | jpeg | 85.0 | 40.0 | 40.0 | 0.0 | 30.0 |")
+    assert lines[2].startswith("| ★ | jpeg | — | 85.0 | 40.0 | 40.0 | 0.0 | 30.0 |")
+    assert lines[4].startswith("|  | dominated | 80/120 | 55.0 |")
     assert [line.startswith("| ★ |") for line in lines[2:]] == [True, False, False, False]
     with pytest.raises(KeyError, match="no result for attack 'cw'"):
         frontier_table(results, attack="cw")

@@ -36,9 +36,10 @@ def frontier_table(results: Sequence[EvaluationResult], attack: str = "pgd", thr
     defence; ★ marks the points on the Pareto frontier of (clean accuracy through the defence, mean robust
     accuracy under `threat`).
 
-    Columns: the defence, clean accuracy through it, robust accuracy against `attack` and the mean (and worst case)
-    over all evaluated attacks under `threat` (in %), the PSNR of P(x) against x, and images/s of the
-    classifier behind the defence beside the classifier alone.
+    Columns: the defence, the noise t an IMPure purifier ran at (image / feature), clean accuracy through it,
+    robust accuracy against `attack` and the mean (and worst case) over all evaluated attacks under `threat`
+    (in %), the PSNR of P(x) against x, and images/s of the classifier behind the defence beside the
+    classifier alone.
 
     Args:
         results: evaluations of one classifier on the same images, each with `attack` under `threat`.
@@ -58,13 +59,15 @@ def frontier_table(results: Sequence[EvaluationResult], attack: str = "pgd", thr
     order = sorted(range(len(results)), key=lambda i: (-results[i].defended_accuracy, -results[i].mean[threat]))
     steps = results[0].settings.get("attacks", {}).get(attack, {}).get("steps")
     attack_title = attack.upper() + (f"-{steps}" if steps else "")
-    header = ["frontier", "defence", "clean through defence", f"{attack_title} {threat}", f"{threat} mean",
+    header = ["frontier", "defence", "noise t", "clean through defence", f"{attack_title} {threat}", f"{threat} mean",
               f"{threat} worst", "PSNR (dB)", "images/s (defended)", "images/s (classifier)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|:---:|---|" + "---:|" * (len(header) - 2)]
     for i in order:
         result = results[i]
         cells = [
-            "★" if on_front[i] else "", result.defence, _percent(result.defended_accuracy),
+            "★" if on_front[i] else "", result.defence,
+            "—" if result.noise_t is None else f"{result.noise_t[0]}/{result.noise_t[1]}",
+            _percent(result.defended_accuracy),
             _percent(result.robust_accuracy(attack, threat)), _percent(result.mean[threat]),
             _percent(result.worst_case[threat]), "—" if result.psnr is None else f"{result.psnr:.1f}",
             f"{result.images_per_second:.0f}", f"{result.classifier_images_per_second:.0f}",
