@@ -172,7 +172,47 @@ def test_augment_applies_one_transform_to_the_pair():
     assert all(torch.equal(f, c) or torch.equal(f, c.flip(-1)) for f, c in zip(flipped, clean, strict=True))
 
 
+def test_resized_crops_zoom_into_one_region_per_sample_the_same_for_the_pair():
+    # A horizontal ramp (value = the pixel's x centre in [0, 1]) stays a ramp under a crop and a bilinear
+    # resize: each output row is increasing, inside the image's range, and spans the crop's width fraction.
+    size = 32
+    ramp = ((torch.arange(size) + 0.5) / size).expand(8, 3, size, size).contiguous()
+    noise = torch.rand(8, 3, size, size)
+    generator = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    cropped, cropped_noise = augment((ramp, noise), hflip=False, crop_padding=0, crop_scale=(0.25, 0.5),
+                                     generator=generator())
+    rows = cropped[:, 0]
+    assert cropped.shape == ramp.shape and bool((rows.diff(dim=-1) > 0).all())
+    assert rows.min() >= 0 and rows.max() <= 1
+    # Output pixel centres sample the crop at its own pixel centres: the row spans (size-1)/size of the crop.
+    width = (rows[:, :, -1] - rows[:, :, 0]).mean(1) * size / (size - 1)
+    narrowest, widest = (0.25 * 3 / 4) ** 0.5, (0.5 * 4 / 3) ** 0.5  # √(area · aspect)
+    assert bool(((width > narrowest - 1e-6) & (width <= widest + 1e-6)).all())
+    assert bool((rows.std(1) < 1e-5).all())  # every row of a sample: the same horizontal window
+    assert len({round(w, 4) for w in width.tolist()}) == 8  # a crop of its own per sample
+    # One transform for the pair (it is linear, so it commutes with differences), repeatable from the seed.
+    difference, _ = augment((ramp - noise, noise), hflip=False, crop_padding=0, crop_scale=(0.25, 0.5),
+                            generator=generator())
+    assert torch.allclose(cropped - cropped_noise, difference, atol=1e-6)
+    # (1, 1) is off: the images come back untouched.
+    same = augment((noise,), hflip=False, crop_padding=0, crop_scale=(1.0, 1.0), generator=generator())[0]
+    assert torch.equal(same, noise)
+    with pytest.raises(ValueError, match="data.crop_scale"):
+        TrainConfig.from_dict({"data": {"train": "x.npz", "crop_scale": [0.5, 1.2]}, "model": {"preset": "tiny"}})
+
+
 # ------------------------------------------------------------------------------------------------ trainer
+def test_training_applies_the_configured_resized_crops(tmp_path, data):
+    short = {"steps": 2, "grad_accum": 1}
+    plain = Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "plain", data["train"], optim=short)))
+    plain.fit()
+    cropped = tiny_config(tmp_path / "crops", data["train"], optim=short, data={"crop_scale": [0.3, 0.3]})
+    Trainer(TrainConfig.from_dict(cropped)).fit()
+    assert json.loads((tmp_path / "crops" / "train_config.json").read_text())["data"]["crop_scale"] == [0.3, 0.3]
+    first, second = weights(tmp_path / "plain"), weights(tmp_path / "crops")
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # same seed and batches, other inputs
+
+
 def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path, data):
     Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "a", data["train"]))).fit()
     first = Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "b", data["train"]))).fit(stop_after=3)
@@ -240,7 +280,8 @@ def test_bf16_autocast_on_the_cpu_and_fp16_refused(tmp_path, data):
 
 def test_two_process_gloo_training_ends_with_the_one_process_weights(tmp_path, data):
     optim = {"steps": 4, "grad_accum": 1, "schedule": "constant"}
-    values = tiny_config(tmp_path / "run", data["train"], optim=optim)
+    crops = {"crop_scale": [0.5, 1.0]}  # resized crops too are drawn for the global batch
+    values = tiny_config(tmp_path / "run", data["train"], optim=optim, data=crops)
     (tmp_path / "config.json").write_text(json.dumps(values))
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
@@ -269,7 +310,7 @@ def test_two_process_gloo_training_ends_with_the_one_process_weights(tmp_path, d
     # One process with the same global batch (2 x 8) draws the same noise, partitions and augmentation
     # for every sample, so it ends with the same weights. It runs on one thread like each rank: the thread
     # count changes the order of float reductions (by ~1e-5 here), which is not what this test is about.
-    single = tiny_config(tmp_path / "single", data["train"], optim={**optim, "batch_size": 16})
+    single = tiny_config(tmp_path / "single", data["train"], optim={**optim, "batch_size": 16}, data=crops)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -280,9 +321,9 @@ def test_two_process_gloo_training_ends_with_the_one_process_weights(tmp_path, d
     assert max(float((alone[k] - rank0[k]).abs().max()) for k in alone) < 1e-5
     # and resumes a two-process checkpoint with the same global batch (the other way is refused).
     (tmp_path / "run" / "model").rename(tmp_path / "run" / "model-2proc")
-    resumed = tiny_config(tmp_path / "run", data["train"], optim={**optim, "steps": 5, "batch_size": 16})
+    resumed = tiny_config(tmp_path / "run", data["train"], optim={**optim, "steps": 5, "batch_size": 16}, data=crops)
     assert Trainer(TrainConfig.from_dict(resumed)).fit(resume=True)["step"] == 5
-    wrong = tiny_config(tmp_path / "run", data["train"], optim={**optim, "steps": 6})
+    wrong = tiny_config(tmp_path / "run", data["train"], optim={**optim, "steps": 6}, data=crops)
     with pytest.raises(ValueError, match="same global batch of 16 images"):
         Trainer(TrainConfig.from_dict(wrong)).fit(resume=True)
 

@@ -103,7 +103,8 @@ def _architecture(config: PurifierConfig) -> str:
 
 def _training_settings(config: dict[str, Any]) -> str:
     """The settings of a Trainer config that decide the weights, as a list."""
-    keep = {"stage": None, "model": ("init", "preset"), "data": ("train", "image_size", "hflip", "crop_padding"),
+    keep = {"stage": None, "model": ("init", "preset"),
+            "data": ("train", "image_size", "hflip", "crop_padding", "crop_scale"),
             "optim": ("steps", "batch_size", "grad_accum", "lr", "schedule", "warmup_steps", "ema_decay"),
             "loss": ("pixel_weight", "mixing", "classifier_weight"), "robust": ("attack", "ce_weight")}
     lines = []

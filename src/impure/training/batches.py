@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -79,17 +80,22 @@ class BatchPlan:
 
 
 def augment(tensors: tuple[torch.Tensor, ...], *, hflip: bool, crop_padding: int,
-            generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
-    """Apply one random flip/translation per sample, the same to every tensor of the tuple.
+            generator: torch.Generator | None,
+            crop_scale: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, ...]:
+    """Apply one random resized crop, flip and translation per sample, the same to every tensor of the tuple.
 
     Args:
         tensors: image batches (N, C, H, W) of one shape, e.g. (adversarial, clean).
         hflip: flip half of the samples horizontally.
         crop_padding: translate each sample by up to this many pixels (reflection padding); 0: off.
         generator: CPU random generator.
+        crop_scale: crop each sample to a random fraction in [low, high] of its area (aspect 3/4 to 4/3)
+            and resize it back (bilinear); (1, 1): off.
     """
     first = tensors[0]
     batch, _, height, width = first.shape
+    if crop_scale != (1.0, 1.0):
+        tensors = _resized_crops(tensors, crop_scale, generator)
     if hflip:
         flip = per_sample(lambda shape: torch.rand(shape, generator=generator), (batch,)) < 0.5
         flip = flip.to(first.device).view(batch, 1, 1, 1)
@@ -105,3 +111,29 @@ def augment(tensors: tuple[torch.Tensor, ...], *, hflip: bool, crop_padding: int
         tensors = tuple(torch.nn.functional.pad(t, pad, mode="reflect")[samples, channels, rows, cols]
                         for t in tensors)
     return tensors
+
+
+def _resized_crops(tensors: tuple[torch.Tensor, ...], crop_scale: tuple[float, float],
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+    """One random crop per sample (area fraction in `crop_scale`, aspect 3/4 to 4/3, anywhere inside the
+    image), resized back to the full size by bilinear sampling: one `grid_sample` for the whole batch."""
+    first = tensors[0]
+    low, high = crop_scale
+
+    def crop_boxes(shape: tuple[int, ...]) -> torch.Tensor:
+        """(samples, 2, 3) affine maps from output to input grid coordinates. Computed for the global
+        batch before a process takes its slice, so that the arithmetic too is the same in every process."""
+        draws = torch.rand((shape[0], 4), generator=generator)
+        area = low + (high - low) * draws[:, 0]
+        aspect = torch.exp(math.log(3 / 4) + math.log(16 / 9) * draws[:, 1])  # width / height, log-uniform
+        width = torch.sqrt(area * aspect).clamp(max=1.0)  # crop sides as fractions of the image's
+        height = torch.sqrt(area / aspect).clamp(max=1.0)
+        centre_x = (1 - width) * (2 * draws[:, 2] - 1)  # in [-1, 1] grid units: the crop inside the image
+        centre_y = (1 - height) * (2 * draws[:, 3] - 1)
+        zero = torch.zeros_like(width)
+        return torch.stack([torch.stack([width, zero, centre_x], 1), torch.stack([zero, height, centre_y], 1)], 1)
+
+    theta = per_sample(crop_boxes, (first.shape[0], 2, 3)).to(first.device, first.dtype)
+    grid = torch.nn.functional.affine_grid(theta, list(first.shape), align_corners=False)
+    return tuple(torch.nn.functional.grid_sample(t, grid.to(t.dtype), mode="bilinear", padding_mode="border",
+                                                 align_corners=False) for t in tensors)

@@ -99,6 +99,9 @@ class DataConfig:
     image_size: int = 0  # resize image-folder images to this side (0: keep)
     hflip: bool = True  # random horizontal flips
     crop_padding: int = 0  # random translations of up to this many pixels (reflection padding)
+    # Random resized crops, the reference pre-training's multi-size crops: each sample's crop covers a random
+    # fraction in [low, high] of the image area (aspect 3/4 to 4/3), resized back to full size; (1, 1): off.
+    crop_scale: tuple[float, float] = (1.0, 1.0)
     num_workers: int = 0  # DataLoader worker processes that decode batches
 
 
@@ -241,6 +244,12 @@ class TrainConfig:
             raise ValueError(f"optim.ema_decay must be in [0, 1), got {optim.ema_decay}")
         if optim.lr <= 0 or not 0 <= optim.min_lr <= optim.lr:
             raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={optim.lr}, min_lr={optim.min_lr}")
+        low, high = self.data.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"data.crop_scale must be two fractions of the image area with 0 < low <= high <= 1, "
+                             f"got {list(self.data.crop_scale)}")
+        if self.data.crop_padding < 0:
+            raise ValueError(f"data.crop_padding must be >= 0, got {self.data.crop_padding}")
         if self.loss.pixel_space not in ("normalized", "pixel"):
             raise ValueError(f"loss.pixel_space must be 'normalized' or 'pixel', "
                              f"got {self.loss.pixel_space!r}")

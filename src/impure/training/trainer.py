@@ -377,10 +377,11 @@ class Trainer:
         if paired:
             inputs, targets, labels = batch
             inputs, targets = augment((inputs, targets), hflip=data.hflip, crop_padding=data.crop_padding,
-                                      generator=generator)
+                                      crop_scale=data.crop_scale, generator=generator)
             return inputs.to(device), targets.to(device), labels.to(device)
         images, labels = batch[0], batch[1]
-        (images,) = augment((images,), hflip=data.hflip, crop_padding=data.crop_padding, generator=generator)
+        (images,) = augment((images,), hflip=data.hflip, crop_padding=data.crop_padding, crop_scale=data.crop_scale,
+                            generator=generator)
         images, labels = images.to(device), labels.to(device)
         if not attacks:  # pre-training: self-reconstruction
             return images, images, labels
