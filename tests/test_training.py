@@ -195,7 +195,7 @@ def test_resized_crops_zoom_into_one_region_per_sample_the_same_for_the_pair():
                             generator=generator())
     assert torch.allclose(cropped - cropped_noise, difference, atol=1e-6)
     # (1, 1) is off: the images come back untouched.
-    same = augment((noise,), hflip=False, crop_padding=0, crop_scale=(1.0, 1.0), generator=generator())[0]
+    same = augment((noise,), hflip=False, crop_padding=0, crop_scale=[1.0, 1.0], generator=generator())[0]
     assert torch.equal(same, noise)
     with pytest.raises(ValueError, match="data.crop_scale"):
         TrainConfig.from_dict({"data": {"train": "x.npz", "crop_scale": [0.5, 1.2]}, "model": {"preset": "tiny"}})

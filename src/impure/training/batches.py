@@ -94,7 +94,7 @@ def augment(tensors: tuple[torch.Tensor, ...], *, hflip: bool, crop_padding: int
     """
     first = tensors[0]
     batch, _, height, width = first.shape
-    if crop_scale != (1.0, 1.0):
+    if tuple(crop_scale) != (1.0, 1.0):
         tensors = _resized_crops(tensors, crop_scale, generator)
     if hflip:
         flip = per_sample(lambda shape: torch.rand(shape, generator=generator), (batch,)) < 0.5
