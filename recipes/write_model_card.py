@@ -7,7 +7,10 @@ Every card is made by `impure.cards.model_card` (the card `save_pretrained` writ
 `model-index`, architecture, usage, training recipe, the measured table with its protocol. Reads
 src/impure/weights/<name>/{config.json,card.json} and benchmarks/results/:
 - robustness-cifar10-report: grey-box, the nine attacks, ResNet-56, test_dev images 250-499 (reported split);
-- campaign-cifar10/selection-stretch{5,6,7}: the strengths compared on images 0-249 (selection split);
+- robustness-cifar10-report/*seed*: the report repeated with noise seeds 1 and 2, and the replaced release's;
+- campaign-cifar10/selection-stretch{5,6,7,9}: the strengths compared on images 0-249 (selection split), and
+  selection-stretch9/seed*: the same with noise seeds 1 and 2;
+- campaign-cifar10/stretchN-log.jsonl: the bundled stretch's training log (its step count);
 - campaign-cifar10/curve.json and robust-cifar10/curve.json: the training curves;
 - adaptive-cifar10: the adaptive protocol (white-box EOT-PGD / APGD-CE, resubmission, checks), if present;
 - robustness-cifar10-s and robustness-cifar10-s-adaptive: impure/cifar10-s's first measurements.
@@ -22,6 +25,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from statistics import fmean
 
 from impure.cards import model_card
 from impure.config import PurifierConfig
@@ -91,8 +95,8 @@ PAPER_NOISE_T = (400, 600)  # the paper's image / feature noise timesteps at eva
 # The selection runs' strength 1 (noise t of the candidates they compare), which stretch 4 was released at.
 SELECTION_NOISE_T = (20, 30)
 
-# The stretch whose weights are bundled, its committed training log, and the release it replaced.
-BUNDLED_STRETCH, BUNDLED_LOG, REPLACED_STRETCH = "stretch 9", "stretch9-log.jsonl", "stretch 7"
+# The stretch whose weights are bundled (its log: campaign-cifar10/stretch9-log.jsonl) and the release it replaced.
+BUNDLED_STRETCH, REPLACED_STRETCH = "stretch 9", "stretch 7"
 
 # The campaign's latest selection runs (recipes/CAMPAIGN.md, stretches 5 to 9), on test_dev images 0-249,
 # all with noise seed 0.
@@ -158,9 +162,8 @@ def seed_runs() -> dict[str, dict[int, dict]]:
 def seed_text() -> str:
     """What the noise seed does to the selection numbers: the mean over seeds of each row that has several."""
     runs = seed_runs()
-    mean = lambda values: sum(values) / len(values)  # noqa: E731
-    rows = sorted(((label, mean([r["defended_accuracy"] for r in seeds.values()]),
-                    mean([r["mean"]["grey-box"] for r in seeds.values()])) for label, seeds in runs.items()),
+    rows = sorted(((label, fmean(r["defended_accuracy"] for r in seeds.values()),
+                    fmean(r["mean"]["grey-box"] for r in seeds.values())) for label, seeds in runs.items()),
                   key=lambda row: -row[1])
     listed = "; ".join(f"{label} {_percent(clean)} / {_percent(grey)} %" for label, clean, grey in rows)
     text = (f"The purifier's noise is random, and one draw moves these numbers by a few points: repeated with noise "
@@ -190,12 +193,10 @@ def report_seed_text() -> str:
         for folder, label in runs:
             results = _json(RESULTS / folder / "robustness.json")["results"]
             rows.append(next(r for r in results if r["defence"] == label))
-        clean = [r["defended_accuracy"] for r in rows]
-        grey = sum(r["mean"]["grey-box"] for r in rows) / len(rows)
-        parts.append(f"{name} {_percent(sum(clean) / len(clean))} % clean ({', '.join(map(_percent, clean))} with "
-                     f"seeds {', '.join(str(r['seed']) for r in rows)}) and {_percent(grey)} % grey-box mean")
-        greys = [r["mean"]["grey-box"] for r in rows]
-        means.append((sum(clean) / len(clean), grey, max(clean) - min(clean), max(greys) - min(greys)))
+        clean, grey = [r["defended_accuracy"] for r in rows], [r["mean"]["grey-box"] for r in rows]
+        parts.append(f"{name} {_percent(fmean(clean))} % clean ({', '.join(map(_percent, clean))} with "
+                     f"seeds {', '.join(str(r['seed']) for r in rows)}) and {_percent(fmean(grey))} % grey-box mean")
+        means.append((fmean(clean), fmean(grey), max(clean) - min(clean), max(grey) - min(grey)))
     (ours_clean, ours_grey, *spread), (old_clean, old_grey, *old_spread) = means
     text = ("Repeated with other noise seeds on the same images (`benchmarks/results/" + _REPORT + "/*seed*`), "
             "the means over three seeds are: " + "; ".join(parts) + f". The new release differs from the one it "
@@ -310,7 +311,7 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     selection = campaign_selection()
     by_label = {result["defence"]: result for result in selection}
     strength = config.image_noise_t / SELECTION_NOISE_T[0]
-    log = (RESULTS / "campaign-cifar10" / BUNDLED_LOG).read_text().splitlines()
+    log = (RESULTS / "campaign-cifar10" / f"{BUNDLED_STRETCH.replace(' ', '')}-log.jsonl").read_text().splitlines()
     stretch_steps = max(json.loads(line)["step"] for line in log if line.strip())
     curve = _json(RESULTS / "campaign-cifar10" / "curve.json")["points"]
     ours = next(r for r in results if r["defence"] == name)
