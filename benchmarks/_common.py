@@ -7,6 +7,8 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +19,15 @@ from torch import nn
 from impure._atomic import atomic_write
 from impure.attacks import check_attack_names
 from impure.data import load_npz
-from impure.evaluation import DEFAULT_ATTACKS, EvaluationResult, evaluate, list_attacks, resolve_purifier
+from impure.evaluation import (
+    DEFAULT_ATTACKS,
+    EvaluationResult,
+    evaluate,
+    list_attacks,
+    resolve_purifier,
+    seed_means,
+    seed_means_table,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = Path("data") / "cifar10" / "test_dev.npz"
@@ -117,9 +127,55 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=positive_int, help="iterations of every iterative attack (default per attack)")
     parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0)
+    seeds.add_argument("--seeds", type=seed_list,
+                       help="comma-separated, e.g. 0,1,2: one run per seed, the first seed's report in --out and "
+                            "each other's in --out/seedN, then seed-means.md and .json in --out (the means over "
+                            "seeds, which compare stochastic purifiers better than one noise draw)")  # fmt: skip
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def seed_list(text: str) -> list[int]:
+    """Comma-separated distinct whole numbers."""
+    try:
+        seeds = [int(name) for name in names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are whole numbers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"give distinct seeds, got {text!r}")
+    return seeds
+
+
+def for_each_seed(args: argparse.Namespace, argv: list[str] | None,
+                  run: Callable[[Path], list[EvaluationResult]]) -> None:  # fmt: skip
+    """Call `run(out_dir)` once per seed of --seeds (else once, for --seed) with `args.seed` set: the first
+    seed's report goes into --out, each other's into --out/seedN; with several seeds, the table of their
+    means (`seed_means_table`) is printed and written as seed-means.md and .json into --out."""
+    seeds = args.seeds or [args.seed]
+    results_by_seed = {}
+    start = time.perf_counter()
+    for index, seed in enumerate(seeds):
+        args.seed = seed
+        results_by_seed[seed] = run(args.out if index == 0 else args.out / f"seed{seed}")
+    if len(seeds) == 1:
+        return
+    minutes = (time.perf_counter() - start) / 60
+    first = results_by_seed[seeds[0]][0]
+    markdown = (
+        f"Means over seeds {', '.join(map(str, seeds))} (each seed: a draw of the purifiers' noise and the "
+        f"attacks' random starts) on {first.num_images} images of test_dev.npz from image {args.start}, ℓ∞ "
+        f"ε = {args.eps * 255:.3g}/255, grey-box; mean and worst case over each seed's attacks; device "
+        f"{first.device}, {minutes:.1f} min in all. Per-seed reports: this folder (seed {seeds[0]}) and "
+        f"{', '.join(f'seed{seed}/' for seed in seeds[1:])}.\n\n" + seed_means_table(results_by_seed)
+    )  # fmt: skip
+    payload = {"argv": sys.argv[1:] if argv is None else argv, "minutes": minutes, "seeds": seeds,
+               "rows": seed_means(results_by_seed)}  # fmt: skip
+    print(markdown)
+    atomic_write(args.out / "seed-means.md", markdown)
+    atomic_write(args.out / "seed-means.json", json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out / 'seed-means'}.md and seed-means.json", file=sys.stderr)
 
 
 def default_label(source: str) -> str:

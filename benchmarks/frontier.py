@@ -3,14 +3,14 @@ classifier on ../shared/data/cifar10/test_dev.npz, grey-box ℓ∞ attacks at ε
 
     python benchmarks/frontier.py --purifier runs/a/model [--strengths 0.5,0.75,1] [--label A]
         [--purifier runs/b/model ...] [--defences none,jpeg75,bits4,median3]
-        [--classifier cifar_resnet56] [--attacks cheap] [--limit 500] [--threads 2] [--out DIR]
+        [--classifier cifar_resnet56] [--attacks cheap] [--limit 500] [--seeds 0,1,2] [--threads 2] [--out DIR]
 
 Per defence (each purifier at each of its strengths): clean accuracy through the defence, grey-box PGD
 robust accuracy, the grey-box mean and worst case over the attack set (default `cheap`: FGSM, PGD, MI-FGSM,
 APGD-DLR; `paper` for the paper's nine; PGD is always included), PSNR of the purified clean images, and
 images/s beside the classifier alone. One Markdown table sorted by clean accuracy through the defence, with
 ★ on the Pareto frontier of (clean, grey-box mean); written with the JSON of every run into --out
-(default benchmarks/results/frontier).
+(default benchmarks/results/frontier). With --seeds, one such report per seed and a table of the means.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from _common import (
     add_run_arguments,
     attack_names,
     evaluate_defence,
+    for_each_seed,
     load_defence,
     prepare,
     write_report,
 )
 
-from impure.evaluation import frontier_table
+from impure.evaluation import EvaluationResult, frontier_table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,25 +55,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data, specs = prepared
     attacks = args.attacks if "pgd" in args.attacks else [*args.attacks, "pgd"]  # the PGD column
-    cache: dict = {}  # grey-box examples, made once on the bare classifier for every defence
-    start = time.perf_counter()
-    results = [
-        evaluate_defence(args, data, args.classifier, spec, load_defence(spec), attacks=attacks,
-                         threat="grey-box", limit=args.limit, cache=cache)
-        for spec in specs
-    ]  # fmt: skip
-    minutes = (time.perf_counter() - start) / 60
-    first = results[0]
-    table = (
-        f"Grey-box robust accuracy (%) of {first.classifier} (alone: {100 * first.clean_accuracy:.1f} % clean) "
-        f"on {first.num_images} images of test_dev.npz from image {args.start}, ℓ∞ ε = {args.eps * 255:.3g}/255; "
-        f"mean and "
-        f"worst case over {', '.join(attacks)}; ★: on the Pareto frontier of clean accuracy through the defence "
-        f"and the grey-box mean. Device {first.device}, seed {args.seed}, {minutes:.1f} min in all. Attack "
-        f"settings: {json.dumps(first.settings['attacks'])}.\n\n" + frontier_table(results, attack="pgd")
-    )
-    print(table)
-    write_report(args.out, "frontier", table, argv=argv, minutes=minutes, specs=specs, results=results)
+
+    def run(out: Path) -> list[EvaluationResult]:
+        cache: dict = {}  # grey-box examples, made once on the bare classifier for every defence
+        start = time.perf_counter()
+        results = [
+            evaluate_defence(args, data, args.classifier, spec, load_defence(spec), attacks=attacks,
+                             threat="grey-box", limit=args.limit, cache=cache)
+            for spec in specs
+        ]  # fmt: skip
+        minutes = (time.perf_counter() - start) / 60
+        first = results[0]
+        table = (
+            f"Grey-box robust accuracy (%) of {first.classifier} (alone: {100 * first.clean_accuracy:.1f} % "
+            f"clean) on {first.num_images} images of test_dev.npz from image {args.start}, ℓ∞ ε = "
+            f"{args.eps * 255:.3g}/255; mean and worst case over {', '.join(attacks)}; ★: on the Pareto frontier "
+            f"of clean accuracy through the defence and the grey-box mean. Device {first.device}, seed "
+            f"{args.seed}, {minutes:.1f} min in all. Attack settings: {json.dumps(first.settings['attacks'])}."
+            f"\n\n" + frontier_table(results, attack="pgd")
+        )
+        print(table)
+        write_report(out, "frontier", table, argv=argv, minutes=minutes, specs=specs, results=results)
+        return results
+
+    for_each_seed(args, argv, run)
     return 0
 
 

@@ -5,7 +5,7 @@ purifiers (each at any number of strengths), under grey-box, white-box and BPDA 
     python benchmarks/robustness.py [--purifier NAME_OR_DIR [--strengths 0.5,1] [--label L]]...
         [--limit 500] [--white-box-limit 100] [--attacks paper] [--white-box-attacks paper]
         [--classifiers cifar_resnet20,cifar_resnet56] [--defences none,jpeg75,bits4,median3]
-        [--threat all] [--steps 10] [--eot-samples 8] [--threads 2] [--device auto] [--out DIR]
+        [--threat all] [--steps 10] [--eot-samples 8] [--seeds 0,1,2] [--threads 2] [--device auto] [--out DIR]
 
 Per classifier and defence: clean accuracy alone and through the defence, PSNR of the purified clean
 images, robust accuracy per attack with the mean and worst case, and images/s of the classifier behind the
@@ -14,7 +14,8 @@ images and share one set of adversarial examples per classifier; white-box rows 
 the defence, with EOT for a stochastic one) and BPDA rows use the first --white-box-limit images, since
 attacking through a purifier costs a purifier pass per attack step. Every row says how many images it
 counts. Prints one Markdown table and writes it, with the JSON of every run, into --out (default
-benchmarks/results/robustness).
+benchmarks/results/robustness). With --seeds, one such report per seed and a table of the grey-box rows'
+means over the seeds.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from _common import (
     add_run_arguments,
     attack_names,
     evaluate_defence,
+    for_each_seed,
     load_defence,
     names,
     positive_int,
@@ -38,7 +40,7 @@ from _common import (
     write_report,
 )
 
-from impure.evaluation import DEFAULT_ATTACKS, THREATS, summary_table
+from impure.evaluation import DEFAULT_ATTACKS, THREATS, EvaluationResult, summary_table
 
 _THREAT_SETS = {"both": ("grey-box", "white-box"), "all": THREATS}
 
@@ -78,36 +80,41 @@ def main(argv: list[str] | None = None) -> int:
     data, specs = prepared
     adaptive = tuple(threat for threat in args.threat if threat != "grey-box")
     white_box_limit = min(args.white_box_limit, args.limit or args.white_box_limit)
-    results = []
-    start = time.perf_counter()
-    for classifier in args.classifiers:
-        grey_box: dict = {}  # adversarial examples made on the bare classifier, shared by every defence
-        for spec in specs:
-            defence = load_defence(spec)
-            # Without a defence every threat model is the same attack on the same model: one row.
-            if "grey-box" in args.threat or defence is None:
-                results.append(evaluate_defence(args, data, classifier, spec, defence, attacks=args.attacks,
-                                                threat="grey-box", limit=args.limit, cache=grey_box))
-            if adaptive and defence is not None:
-                results.append(evaluate_defence(args, data, classifier, spec, defence,
-                                                attacks=args.white_box_attacks or args.attacks, threat=adaptive,
-                                                limit=white_box_limit, cache=grey_box))  # fmt: skip
-    minutes = (time.perf_counter() - start) / 60
-    first = results[0]
-    settings = {name: value for r in results for name, value in r.settings["attacks"].items()}
-    own_attacks = ""
-    if adaptive and args.white_box_attacks and args.white_box_attacks != args.attacks:
-        own_attacks = f" White-box and BPDA rows: mean and worst case over {', '.join(args.white_box_attacks)}."
-    table = (
-        f"Robust accuracy (%) of the shared CIFAR-10 ResNets on test_dev.npz (column *images*: N images from "
-        f"image {args.start}), ℓ∞ ε = {args.eps * 255:.3g}/255, device {first.device}, seed {args.seed}, "
-        f"{minutes:.1f} min in all. Without a defence every threat model is the same attack (grey-box row). "
-        f"White-box: exact gradients through the defence, EOT over a stochastic one; BPDA: identity backward "
-        f"through it. images/s: classifier behind the defence and classifier alone, timed side by side on the "
-        f"clean images.{own_attacks} Attack settings: {json.dumps(settings)}.\n\n" + summary_table(results)
-    )
-    print(table)
-    write_report(args.out, "robustness", table, argv=argv, minutes=minutes, specs=specs, results=results)
+
+    def run(out: Path) -> list[EvaluationResult]:
+        results = []
+        start = time.perf_counter()
+        for classifier in args.classifiers:
+            grey_box: dict = {}  # adversarial examples made on the bare classifier, shared by every defence
+            for spec in specs:
+                defence = load_defence(spec)
+                # Without a defence every threat model is the same attack on the same model: one row.
+                if "grey-box" in args.threat or defence is None:
+                    results.append(evaluate_defence(args, data, classifier, spec, defence, attacks=args.attacks,
+                                                    threat="grey-box", limit=args.limit, cache=grey_box))
+                if adaptive and defence is not None:
+                    results.append(evaluate_defence(args, data, classifier, spec, defence,
+                                                    attacks=args.white_box_attacks or args.attacks,
+                                                    threat=adaptive, limit=white_box_limit, cache=grey_box))
+        minutes = (time.perf_counter() - start) / 60
+        first = results[0]
+        settings = {name: value for r in results for name, value in r.settings["attacks"].items()}
+        own_attacks = ""
+        if adaptive and args.white_box_attacks and args.white_box_attacks != args.attacks:
+            own_attacks = f" White-box and BPDA rows: mean and worst case over {', '.join(args.white_box_attacks)}."
+        table = (
+            f"Robust accuracy (%) of the shared CIFAR-10 ResNets on test_dev.npz (column *images*: N images from "
+            f"image {args.start}), ℓ∞ ε = {args.eps * 255:.3g}/255, device {first.device}, seed {args.seed}, "
+            f"{minutes:.1f} min in all. Without a defence every threat model is the same attack (grey-box row). "
+            f"White-box: exact gradients through the defence, EOT over a stochastic one; BPDA: identity backward "
+            f"through it. images/s: classifier behind the defence and classifier alone, timed side by side on the "
+            f"clean images.{own_attacks} Attack settings: {json.dumps(settings)}.\n\n" + summary_table(results)
+        )
+        print(table)
+        write_report(out, "robustness", table, argv=argv, minutes=minutes, specs=specs, results=results)
+        return results
+
+    for_each_seed(args, argv, run)
     return 0
 
 

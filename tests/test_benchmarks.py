@@ -55,7 +55,8 @@ def test_purifier_options_qualify_the_purifier_before_them(bench, tmp_path):
 
 @pytest.mark.parametrize("argv", [["--label", "x"], ["--purifier", "p", "--strengths", "0,1"],
                                   ["--attacks", "pgd,nope"], ["--threat", "black-box"],
-                                  ["--white-box-limit", "0"]])  # fmt: skip
+                                  ["--white-box-limit", "0"], ["--seeds", "1,1"], ["--seeds", "a"],
+                                  ["--seed", "1", "--seeds", "2,3"]])  # fmt: skip
 def test_bad_options_are_usage_errors(bench, argv, capsys):
     with pytest.raises(SystemExit):
         bench.robustness.parse_args(argv)
@@ -87,6 +88,26 @@ def test_frontier_end_to_end(bench, shared_dir, tiny, tmp_path, capsys):
     # Sorted by clean accuracy through the defence: the bare classifier's 100 % here is the frontier's top.
     assert table.splitlines()[-4].startswith("| ★ | none | — | 100.0 |")
     assert f"| tiny s=1 | {nominal[0]}/{nominal[1]} |" in table
+
+
+def test_seeds_run_once_per_seed_and_write_their_means(bench, shared_dir, tiny, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    argv = ["--shared", str(shared_dir), "--limit", "6", "--steps", "1", "--device", "cpu", "--no-progress",
+            "--classifier", "cifar_resnet20", "--defences", "none", "--attacks", "fgsm", "--purifier", str(tiny),
+            "--label", "t", "--seeds", "3,4", "--out", str(out)]  # fmt: skip
+    assert bench.frontier.main(argv) == 0
+    printed = capsys.readouterr().out
+    runs = {seed: json.loads((folder / "frontier.json").read_text())["results"]
+            for seed, folder in ((3, out), (4, out / "seed4"))}  # fmt: skip
+    assert {seed: {r["seed"] for r in results} for seed, results in runs.items()} == {3: {3}, 4: {4}}
+    means = json.loads((out / "seed-means.json").read_text())
+    assert means["seeds"] == [3, 4] and [row["defence"] for row in means["rows"]] == ["none", "t"]
+    purified = means["rows"][1]
+    assert purified["clean"]["per_seed"] == [runs[seed][1]["defended_accuracy"] for seed in (3, 4)]
+    assert purified["psnr"]["mean"] == pytest.approx((runs[3][1]["psnr"] + runs[4][1]["psnr"]) / 2)
+    assert runs[3][1]["psnr"] != runs[4][1]["psnr"]  # each seed is another draw of the purifier's noise
+    table = (out / "seed-means.md").read_text()
+    assert table in printed and "seed4/" in table and "| seeds 3 / 4 |" in table
 
 
 def test_robustness_end_to_end(bench, shared_dir, tiny, tmp_path, capsys):

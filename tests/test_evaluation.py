@@ -31,6 +31,8 @@ from impure.evaluation import (
     psnr,
     resolve_classifier,
     resolve_purifier,
+    seed_means,
+    seed_means_table,
     summary_table,
 )
 
@@ -200,6 +202,30 @@ def test_pareto_front_and_frontier_table(undefended):
         frontier_table(results, attack="cw")
     with pytest.raises(ValueError, match="one classifier"):
         frontier_table([results[0], dataclasses.replace(results[1], num_images=7)])
+
+
+def test_seed_means_average_each_row_over_seeds(undefended):
+    def row(name: str, clean: float, mean: float, psnr: float | None) -> EvaluationResult:
+        return dataclasses.replace(undefended, defence=name, defended_accuracy=clean, psnr=psnr,
+                                   mean={"grey-box": mean}, worst_case={"grey-box": mean / 2})  # fmt: skip
+
+    white = dataclasses.replace(undefended, defence="p", threats=["white-box"], mean={"white-box": 0.0})
+    by_seed = {0: [row("none", 0.9, 0.1, None), row("p", 0.8, 0.6, 27.0), white],
+               3: [row("p", 0.7, 0.5, 26.0), row("none", 0.9, 0.2, None)]}  # fmt: skip
+    means = {entry["defence"]: entry for entry in seed_means(by_seed)}
+    assert list(means) == ["none", "p"]  # the first seed's order; the white-box row is left out
+    assert means["p"]["clean"] == {"per_seed": [0.8, 0.7], "mean": pytest.approx(0.75)}
+    assert means["p"]["worst"]["mean"] == pytest.approx(0.275) and means["none"]["mean"]["mean"] == pytest.approx(0.15)
+    assert means["none"]["psnr"] == {"per_seed": [None, None], "mean": None}
+    lines = seed_means_table(by_seed).splitlines()
+    assert "| clean through defence | seeds 0 / 3 |" in lines[0]
+    first = f"| {undefended.classifier} | none | — | {undefended.num_images} |"
+    assert lines[2] == first + " 90.0 | 90.0 / 90.0 | 15.0 | 10.0 / 20.0 | 7.5 | 5.0 / 10.0 | — | — |"
+    assert lines[3].endswith("| 75.0 | 80.0 / 70.0 | 55.0 | 60.0 / 50.0 | 27.5 | 30.0 / 25.0 | 26.5 | 27.0 / 26.0 |")
+    with pytest.raises(ValueError, match="seeds 0 and 3 evaluated different rows"):
+        seed_means({0: by_seed[0], 3: by_seed[3][:1]})
+    with pytest.raises(ValueError, match="two grey-box rows"):
+        seed_means({0: [row("p", 0.8, 0.6, 27.0)] * 2})
 
 
 def test_stochastic_defence_uses_eot_common_noise_and_seeds(model, data):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from impure.evaluation.report import EvaluationResult, _percent
 
-__all__ = ["frontier_table", "pareto_front"]
+__all__ = ["frontier_table", "pareto_front", "seed_means", "seed_means_table"]
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
@@ -73,4 +75,76 @@ def frontier_table(results: Sequence[EvaluationResult], attack: str = "pgd", thr
             f"{result.images_per_second:.0f}", f"{result.classifier_images_per_second:.0f}",
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def seed_means(
+    results_by_seed: Mapping[int, Sequence[EvaluationResult]], threat: str = "grey-box"
+) -> list[dict[str, Any]]:
+    """Each defence's numbers under every seed and their means: one noise draw of a stochastic purifier (and
+    the attacks' random starts) moves accuracies by points, so compare defences by means over seeds.
+
+    Args:
+        results_by_seed: seed -> the same rows (classifier, defence, data, images) evaluated with that seed;
+            rows without a `threat` evaluation (e.g. white-box rows) are left out.
+        threat: the threat model of the robust-accuracy numbers.
+
+    Returns:
+        One dict per row, in the first seed's order: "classifier", "defence", "num_images", "noise_t", and
+        for "clean" (accuracy through the defence), "mean" and "worst" (robust accuracy over the attacks under
+        `threat`) and "psnr" a dict {"per_seed": [...], "mean": ...} (psnr None without a defence).
+    """
+    if not results_by_seed:
+        raise ValueError("seed_means needs the results of at least one seed")
+    rows: dict[tuple, list[EvaluationResult]] = {}
+    keys_by_seed = {}
+    for seed, results in results_by_seed.items():
+        keyed = {(r.classifier, r.defence, r.data, r.num_images): r for r in results if threat in r.mean}
+        if len(keyed) != sum(threat in r.mean for r in results):
+            raise ValueError(f"seed {seed} has two {threat} rows for one of {sorted(keyed)}")
+        keys_by_seed[seed] = list(keyed)
+        for key, result in keyed.items():
+            rows.setdefault(key, []).append(result)
+    first_seed, first_keys = next(iter(keys_by_seed.items()))
+    for seed, keys in keys_by_seed.items():
+        if set(keys) != set(first_keys):
+            raise ValueError(f"seeds {first_seed} and {seed} evaluated different rows: "
+                             f"{sorted(set(keys) ^ set(first_keys))}")  # fmt: skip
+
+    def summary(values: list[float | None]) -> dict[str, Any]:
+        known = [value for value in values if value is not None]
+        return {"per_seed": values, "mean": statistics.fmean(known) if len(known) == len(values) else None}
+
+    return [
+        {"classifier": key[0], "defence": key[1], "num_images": key[3], "noise_t": rows[key][0].noise_t,
+         "clean": summary([r.defended_accuracy for r in rows[key]]),
+         "mean": summary([r.mean[threat] for r in rows[key]]),
+         "worst": summary([r.worst_case[threat] for r in rows[key]]),
+         "psnr": summary([r.psnr for r in rows[key]])}
+        for key in first_keys
+    ]  # fmt: skip
+
+
+def seed_means_table(results_by_seed: Mapping[int, Sequence[EvaluationResult]], threat: str = "grey-box") -> str:
+    """One Markdown table of `seed_means`: per defence, clean accuracy through it and the mean and worst
+    robust accuracy under `threat` (in %) and the PSNR, each as the mean over seeds and every seed's value
+    (in the seeds' order), sorted by the mean clean accuracy."""
+    rows = seed_means(results_by_seed, threat)
+    seeds = " / ".join(str(seed) for seed in results_by_seed)
+
+    def cells(entry: dict[str, Any], percent: bool = True) -> list[str]:
+        if entry["mean"] is None:
+            return ["—", "—"]
+        text = _percent if percent else (lambda value: f"{value:.1f}")
+        return [text(entry["mean"]), " / ".join(text(value) for value in entry["per_seed"])]
+
+    per_seed = f"seeds {seeds}"
+    header = ["classifier", "defence", "noise t", "images", "clean through defence", per_seed, f"{threat} mean",
+              per_seed, f"{threat} worst", per_seed, "PSNR (dB)", per_seed]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
+    for row in sorted(rows, key=lambda row: -row["clean"]["mean"]):
+        noise_t = "—" if row["noise_t"] is None else f"{row['noise_t'][0]}/{row['noise_t'][1]}"
+        lines.append("| " + " | ".join([row["classifier"], row["defence"], noise_t, str(row["num_images"]),
+                                        *cells(row["clean"]), *cells(row["mean"]), *cells(row["worst"]),
+                                        *cells(row["psnr"], percent=False)]) + " |")  # fmt: skip
     return "\n".join(lines) + "\n"
