@@ -98,14 +98,15 @@ SELECTION_NOISE_T = (20, 30)
 # The stretch whose weights are bundled (its log: campaign-cifar10/stretch9-log.jsonl) and the release it replaced.
 BUNDLED_STRETCH, REPLACED_STRETCH = "stretch 9", "stretch 7"
 
-# The campaign's latest selection runs (recipes/CAMPAIGN.md, stretches 5 to 9), on test_dev images 0-249,
+# The campaign's latest selection runs (recipes/CAMPAIGN.md, stretches 5 to 10), on test_dev images 0-249,
 # all with noise seed 0.
 SELECTION = [RESULTS / "campaign-cifar10" / run / "frontier.json"
-             for run in ("selection-stretch9", "selection-stretch7", "selection-stretch6", "selection-stretch5",
-                         "selection-stretch5/high")]
+             for run in ("selection-stretch10", "selection-stretch9", "selection-stretch7", "selection-stretch6",
+                         "selection-stretch5", "selection-stretch5/high")]
 # The same comparisons repeated with other noise seeds (from stretch 9 on the rule compares seed means).
 SEED_RUNS = [RESULTS / "campaign-cifar10" / run / "frontier.json"
-             for run in ("selection-stretch9/seed1", "selection-stretch9/seed2", "selection-stretch9/seed1-stretch7",
+             for run in ("selection-stretch10/seed1", "selection-stretch10/seed2", "selection-stretch9/seed1",
+                         "selection-stretch9/seed2", "selection-stretch9/seed1-stretch7",
                          "selection-stretch9/seed2-stretch7")]
 
 
@@ -159,19 +160,31 @@ def seed_runs() -> dict[str, dict[int, dict]]:
     return {label: seeds for label, seeds in by_label.items() if set(SEEDS) <= set(seeds)}
 
 
-def seed_text() -> str:
-    """What the noise seed does to the selection numbers: the mean over seeds of each row that has several."""
+def seed_text(bundled: str) -> str:
+    """What the noise seed does to the selection numbers: the mean over seeds of each row that has several, and
+    the row that the campaign's rule picks from those means, which must be `bundled` (the bundled weights' row)."""
     runs = seed_runs()
     rows = sorted(((label, fmean(r["defended_accuracy"] for r in seeds.values()),
                     fmean(r["mean"]["grey-box"] for r in seeds.values())) for label, seeds in runs.items()),
                   key=lambda row: -row[1])
     listed = "; ".join(f"{label} {_percent(clean)} / {_percent(grey)} %" for label, clean, grey in rows)
+    seed_folders = ", ".join(f"`{name}/seed*`" for name in dict.fromkeys(path.parts[-3] for path in SEED_RUNS))
     text = (f"The purifier's noise is random, and one draw moves these numbers by a few points: repeated with noise "
-            f"seeds {', '.join(map(str, SEEDS))} on the same images (`selection-stretch9/seed*`), the mean clean / "
+            f"seeds {', '.join(map(str, SEEDS))} on the same images ({seed_folders}), the mean clean / "
             f"grey-box mean accuracies are {listed}.")
     if all(max(s, key=lambda k: s[k]["defended_accuracy"]) == 0 for s in runs.values()):
         text += " Seed 0 (the table's) gave each of them its highest clean accuracy on these images."
-    return text
+    # The rule: the highest clean accuracy, every row within 1 point of it competing on the grey-box mean.
+    contenders = [row for row in rows if row[1] >= rows[0][1] - 0.01 - 1e-9]
+    chosen = max(contenders, key=lambda row: row[2])[0]
+    if chosen != bundled:
+        raise ValueError(f"by the rule on the seed means {chosen!r} wins, but the card says {bundled!r} is bundled; "
+                         "bundle it or correct BUNDLED_STRETCH")
+    others = [row[0] for row in contenders if row[0] != chosen]
+    return text + (f" By the campaign's rule on these means, {chosen} is chosen: "
+                   + (f"{' and '.join(others)} {'is' if len(others) == 1 else 'are'} within 1 point of the highest "
+                      f"clean accuracy and {chosen} has the highest grey-box mean of them." if others
+                      else "it has the highest clean accuracy, by more than 1 point."))
 
 
 # The report repeated with other noise seeds: per purifier, (results folder, its row's label) for seeds 0, 1, 2.
@@ -309,6 +322,8 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     config, card = _bundled("cifar10")
     results = _json(RESULTS / "robustness-cifar10-report" / "robustness.json")["results"]
     selection = campaign_selection()
+    selection_stretches = ",".join(sorted({path.parent.name.removeprefix("selection-stretch")
+                                          for path in SELECTION if path.parent.name.startswith("selection-")}, key=int))
     by_label = {result["defence"]: result for result in selection}
     strength = config.image_noise_t / SELECTION_NOISE_T[0]
     log = (RESULTS / "campaign-cifar10" / f"{BUNDLED_STRETCH.replace(' ', '')}-log.jsonl").read_text().splitlines()
@@ -338,13 +353,13 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         f"{_percent(ours['defended_accuracy'])} % clean accuracy through it "
         f"(JPEG: {_percent(jpeg['defended_accuracy'])} %). {report_seed_text()}",
         f"Strengths compared on images 0-249 (FGSM, PGD-10, MI-FGSM, APGD-DLR; "
-        f"`benchmarks/results/campaign-cifar10/selection-stretch{{5,6,7,9}}`, noise seed 0, the rule in "
+        f"`benchmarks/results/campaign-cifar10/selection-stretch{{{selection_stretches}}}`, noise seed 0, the rule in "
         "`recipes/CAMPAIGN.md`); "
         f"strengths are multiples of noise t {SELECTION_NOISE_T[0]}/{SELECTION_NOISE_T[1]}, the bundled weights "
         f"are {BUNDLED_STRETCH}'s at t {config.image_noise_t}/{config.feature_noise_t} (strength {strength:g}), "
         f"and {REPLACED_STRETCH} (the same {config.encoder_depth} / {config.decoder_depth} blocks, {stretch_steps} "
         "steps less trained) is the release they replace:\n\n"
-        f"{selection_table(selection)}\n\n{seed_text()}",
+        f"{selection_table(selection)}\n\n{seed_text(f'{BUNDLED_STRETCH} s={strength:g}')}",
         f"The chosen strength, noise t {config.image_noise_t}/{config.feature_noise_t}, is "
         f"{PAPER_NOISE_T[0] / config.image_noise_t:g}× milder than the paper's t {PAPER_NOISE_T[0]}/{PAPER_NOISE_T[1]} "
         f"(ViT-B on ImageNet-scale training) and {strength:g}× stronger than stretch 4's t "
