@@ -8,8 +8,8 @@ Every card is made by `impure.cards.model_card` (the card `save_pretrained` writ
 src/impure/weights/<name>/{config.json,card.json} and benchmarks/results/:
 - robustness-cifar10-report: grey-box, the nine attacks, ResNet-56, test_dev images 250-499 (reported split);
 - robustness-cifar10-report/*seed*: the report repeated with noise seeds 1 and 2, and the replaced release's;
-- campaign-cifar10/selection-stretch{5,6,7,9}: the strengths compared on images 0-249 (selection split), and
-  selection-stretch9/seed*: the same with noise seeds 1 and 2;
+- campaign-cifar10/selection-stretch*: the strengths compared on images 0-249 (selection split; SELECTION), and
+  their seed*/ folders: the same with noise seeds 1 and 2 (SEED_RUNS), whose means decide by the campaign's rule;
 - campaign-cifar10/stretchN-log.jsonl: the bundled stretch's training log (its step count);
 - campaign-cifar10/curve.json and robust-cifar10/curve.json: the training curves;
 - adaptive-cifar10: the adaptive protocol (white-box EOT-PGD / APGD-CE, resubmission, checks), if present;
