@@ -22,6 +22,7 @@ from impure.data import load_npz
 from impure.evaluation import (
     DEFAULT_ATTACKS,
     EvaluationResult,
+    choose_by_seed_means,
     evaluate,
     list_attacks,
     resolve_purifier,
@@ -152,7 +153,8 @@ def for_each_seed(args: argparse.Namespace, argv: list[str] | None,
                   run: Callable[[Path], list[EvaluationResult]]) -> None:  # fmt: skip
     """Call `run(out_dir)` once per seed of --seeds (else once, for --seed) with `args.seed` set: the first
     seed's report goes into --out, each other's into --out/seedN; with several seeds, the table of their
-    means (`seed_means_table`) is printed and written as seed-means.md and .json into --out."""
+    means (`seed_means_table`) and the purifier the selection rule picks from them (`choose_by_seed_means`) are
+    printed and written as seed-means.md and .json ("chosen") into --out."""
     seeds = args.seeds or [args.seed]
     results_by_seed = {}
     start = time.perf_counter()
@@ -170,12 +172,29 @@ def for_each_seed(args: argparse.Namespace, argv: list[str] | None,
         f"{first.device}, {minutes:.1f} min in all. Per-seed reports: this folder (seed {seeds[0]}) and "
         f"{', '.join(f'seed{seed}/' for seed in seeds[1:])}.\n\n" + seed_means_table(results_by_seed)
     )  # fmt: skip
+    rows = seed_means(results_by_seed)
+    chosen = None
+    if any(row["noise_t"] is not None for row in rows):
+        chosen, sentence = choice_sentence(rows)
+        markdown += "\n" + sentence + "\n"
     payload = {"argv": sys.argv[1:] if argv is None else argv, "minutes": minutes, "seeds": seeds,
-               "rows": seed_means(results_by_seed)}  # fmt: skip
+               "rows": rows, "chosen": chosen}  # fmt: skip
     print(markdown)
     atomic_write(args.out / "seed-means.md", markdown)
     atomic_write(args.out / "seed-means.json", json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out / 'seed-means'}.md and seed-means.json", file=sys.stderr)
+
+
+def choice_sentence(rows: list[dict]) -> tuple[str, str]:
+    """The purifier that `choose_by_seed_means` picks from `seed_means` rows, and one sentence saying why."""
+    chosen, competing = choose_by_seed_means(rows)
+    name = chosen["defence"]
+    others = [row["defence"] for row in competing if row is not chosen]
+    reason = (f"{' and '.join(others)} {'is' if len(others) == 1 else 'are'} within 1 point of the highest clean "
+              f"accuracy of the purifiers and {name} has the highest grey-box mean of them" if others
+              else "it has the highest clean accuracy of the purifiers, by more than 1 point")  # fmt: skip
+    rule = "By the selection rule on these means (`impure.evaluation.choose_by_seed_means`)"
+    return name, f"{rule}, {name} is chosen: {reason}."
 
 
 def default_label(source: str) -> str:

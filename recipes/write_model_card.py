@@ -29,7 +29,7 @@ from statistics import fmean
 
 from impure.cards import model_card
 from impure.config import PurifierConfig
-from impure.evaluation import AdaptiveReport, EvaluationResult
+from impure.evaluation import AdaptiveReport, EvaluationResult, choose_by_seed_means, seed_means
 from impure.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,28 +162,28 @@ def seed_runs() -> dict[str, dict[int, dict]]:
 
 def seed_text(bundled: str) -> str:
     """What the noise seed does to the selection numbers: the mean over seeds of each row that has several, and
-    the row that the campaign's rule picks from those means, which must be `bundled` (the bundled weights' row)."""
+    the row that the campaign's rule (`choose_by_seed_means`) picks from those means, which must be `bundled`
+    (the bundled weights' row)."""
     runs = seed_runs()
-    rows = sorted(((label, fmean(r["defended_accuracy"] for r in seeds.values()),
-                    fmean(r["mean"]["grey-box"] for r in seeds.values())) for label, seeds in runs.items()),
-                  key=lambda row: -row[1])
-    listed = "; ".join(f"{label} {_percent(clean)} / {_percent(grey)} %" for label, clean, grey in rows)
+    rows = seed_means({seed: [EvaluationResult.from_dict({**seeds[seed], "defence": label})
+                              for label, seeds in runs.items()] for seed in SEEDS})  # fmt: skip
+    rows.sort(key=lambda row: -row["clean"]["mean"])
+    listed = "; ".join(f"{row['defence']} {_percent(row['clean']['mean'])} / {_percent(row['mean']['mean'])} %"
+                       for row in rows)  # fmt: skip
     seed_folders = ", ".join(f"`{name}/seed*`" for name in dict.fromkeys(path.parts[-3] for path in SEED_RUNS))
     text = (f"The purifier's noise is random, and one draw moves these numbers by a few points: repeated with noise "
             f"seeds {', '.join(map(str, SEEDS))} on the same images ({seed_folders}), the mean clean / "
             f"grey-box mean accuracies are {listed}.")
     if all(max(s, key=lambda k: s[k]["defended_accuracy"]) == 0 for s in runs.values()):
         text += " Seed 0 (the table's) gave each of them its highest clean accuracy on these images."
-    # The rule: the highest clean accuracy, every row within 1 point of it competing on the grey-box mean.
-    contenders = [row for row in rows if row[1] >= rows[0][1] - 0.01 - 1e-9]
-    chosen = max(contenders, key=lambda row: row[2])[0]
-    if chosen != bundled:
-        raise ValueError(f"by the rule on the seed means {chosen!r} wins, but the card says {bundled!r} is bundled; "
-                         "bundle it or correct BUNDLED_STRETCH")
-    others = [row[0] for row in contenders if row[0] != chosen]
-    return text + (f" By the campaign's rule on these means, {chosen} is chosen: "
+    chosen, competing = choose_by_seed_means(rows)
+    if chosen["defence"] != bundled:
+        raise ValueError(f"by the rule on the seed means {chosen['defence']!r} wins, but the card says {bundled!r} "
+                         "is bundled; bundle it or correct BUNDLED_STRETCH")
+    others = [row["defence"] for row in competing if row is not chosen]
+    return text + (f" By the campaign's rule on these means, {bundled} is chosen: "
                    + (f"{' and '.join(others)} {'is' if len(others) == 1 else 'are'} within 1 point of the highest "
-                      f"clean accuracy and {chosen} has the highest grey-box mean of them." if others
+                      f"clean accuracy and {bundled} has the highest grey-box mean of them." if others
                       else "it has the highest clean accuracy, by more than 1 point."))
 
 

@@ -108,6 +108,8 @@ def test_seeds_run_once_per_seed_and_write_their_means(bench, shared_dir, tiny, 
     assert runs[3][1]["psnr"] != runs[4][1]["psnr"]  # each seed is another draw of the purifier's noise
     table = (out / "seed-means.md").read_text()
     assert table in printed and "seed4/" in table and "| seeds 3 / 4 |" in table
+    # One purifier: the rule picks it, and says so.
+    assert means["chosen"] == "t" and "t is chosen: it has the highest clean accuracy of the purifiers" in table
 
 
 def test_robustness_end_to_end(bench, shared_dir, tiny, tmp_path, capsys):

@@ -21,6 +21,7 @@ from impure.data import load_npz
 from impure.evaluation import (
     EvaluationResult,
     attack_settings,
+    choose_by_seed_means,
     evaluate,
     frontier_table,
     l2_norm,
@@ -226,6 +227,22 @@ def test_seed_means_average_each_row_over_seeds(undefended):
         seed_means({0: by_seed[0], 3: by_seed[3][:1]})
     with pytest.raises(ValueError, match="two grey-box rows"):
         seed_means({0: [row("p", 0.8, 0.6, 27.0)] * 2})
+
+
+def test_choose_by_seed_means_lets_rows_within_the_margin_compete_on_robustness():
+    def row(name: str, clean: float, mean: float, noise_t: tuple[int, int] | None = (80, 120)) -> dict:
+        return {"defence": name, "noise_t": noise_t, "clean": {"mean": clean}, "mean": {"mean": mean}}
+
+    rows = [row("none", 0.94, 0.05, None), row("a", 0.843, 0.694), row("b", 0.850, 0.690), row("c", 0.839, 0.70),
+            row("jpeg", 0.93, 0.35, None)]  # fmt: skip
+    chosen, competing = choose_by_seed_means(rows)  # baselines never compete; c is 1.1 points below b
+    assert chosen["defence"] == "a" and [r["defence"] for r in competing] == ["b", "a"]
+    assert choose_by_seed_means(rows, margin=0.02)[0]["defence"] == "c"
+    assert choose_by_seed_means(rows, margin=0.0)[0]["defence"] == "b"
+    with pytest.raises(ValueError, match="no purifier rows"):
+        choose_by_seed_means([rows[0], rows[-1]])
+    with pytest.raises(ValueError, match="fraction"):
+        choose_by_seed_means(rows, margin=1.0)
 
 
 def test_stochastic_defence_uses_eot_common_noise_and_seeds(model, data):

@@ -10,7 +10,7 @@ import torch
 
 from impure.evaluation.report import EvaluationResult, _percent
 
-__all__ = ["frontier_table", "pareto_front", "seed_means", "seed_means_table"]
+__all__ = ["choose_by_seed_means", "frontier_table", "pareto_front", "seed_means", "seed_means_table"]
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
@@ -123,6 +123,28 @@ def seed_means(
          "psnr": summary([r.psnr for r in rows[key]])}
         for key in first_keys
     ]  # fmt: skip
+
+
+def choose_by_seed_means(
+    rows: Sequence[dict[str, Any]], margin: float = 0.01
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Pick a purifier from `seed_means` rows, the rule the bundled weights are chosen by: the highest mean
+    clean accuracy through it, except that every row within `margin` of that accuracy competes and the
+    highest mean robust accuracy among them wins (a clean gap inside the seed noise is no reason to lose
+    robustness). Only purifier rows (with noise timesteps) take part; baselines such as JPEG do not.
+
+    Returns:
+        (the chosen row, the competing rows in order of mean clean accuracy, the chosen one included).
+    """
+    if not 0 <= margin < 1:
+        raise ValueError(f"margin is a fraction of accuracy in [0, 1), got {margin}")
+    candidates = [row for row in rows if row["noise_t"] is not None]
+    if not candidates:
+        raise ValueError(f"no purifier rows to choose from among {[row['defence'] for row in rows]}")
+    candidates.sort(key=lambda row: -row["clean"]["mean"])
+    best_clean = candidates[0]["clean"]["mean"]
+    competing = [row for row in candidates if row["clean"]["mean"] >= best_clean - margin - 1e-9]
+    return max(competing, key=lambda row: row["mean"]["mean"]), competing
 
 
 def seed_means_table(results_by_seed: Mapping[int, Sequence[EvaluationResult]], threat: str = "grey-box") -> str:
