@@ -10,7 +10,8 @@ src/impure/weights/<name>/{config.json,card.json} and benchmarks/results/:
 - robustness-cifar10-report/*seed*: the report repeated with noise seeds 1 and 2, and the replaced release's;
 - campaign-cifar10/selection-stretch*: the strengths compared on images 0-249 (selection split; SELECTION), and
   their seed*/ folders: the same with noise seeds 1 and 2 (SEED_RUNS), whose means decide by the campaign's rule;
-- campaign-cifar10/stretchN-log.jsonl: the bundled stretch's training log (its step count);
+- campaign-cifar10/stretchN-log.jsonl: the training logs of the stretches since the replaced release (SINCE_REPLACED:
+  their step counts; a lost log's stretch counts its schedule);
 - campaign-cifar10/curve.json and robust-cifar10/curve.json: the training curves;
 - adaptive-cifar10: the adaptive protocol (white-box EOT-PGD / APGD-CE, resubmission, checks), if present;
 - robustness-cifar10-s and robustness-cifar10-s-adaptive: impure/cifar10-s's first measurements.
@@ -95,19 +96,22 @@ PAPER_NOISE_T = (400, 600)  # the paper's image / feature noise timesteps at eva
 # The selection runs' strength 1 (noise t of the candidates they compare), which stretch 4 was released at.
 SELECTION_NOISE_T = (20, 30)
 
-# The stretch whose weights are bundled (its log: campaign-cifar10/stretch9-log.jsonl) and the release it replaced.
-BUNDLED_STRETCH, REPLACED_STRETCH = "stretch 9", "stretch 7"
+# The stretch whose weights are bundled and the release it replaced.
+BUNDLED_STRETCH, REPLACED_STRETCH = "stretch 11", "stretch 9"
+# The stretches that trained the replaced release's weights into the bundled ones, in order, each with its steps
+# when its log (campaign-cifar10/stretchN-log.jsonl) was lost with its machine (the schedule in recipes/CAMPAIGN.md).
+SINCE_REPLACED = {"stretch 10": None, "stretch 11": 2000}
 
-# The campaign's latest selection runs (recipes/CAMPAIGN.md, stretches 5 to 10), on test_dev images 0-249,
+# The campaign's latest selection runs (recipes/CAMPAIGN.md, stretches 5 to 11), on test_dev images 0-249,
 # all with noise seed 0.
 SELECTION = [RESULTS / "campaign-cifar10" / run / "frontier.json"
-             for run in ("selection-stretch10", "selection-stretch9", "selection-stretch7", "selection-stretch6",
-                         "selection-stretch5", "selection-stretch5/high")]
+             for run in ("selection-stretch11", "selection-stretch10", "selection-stretch9", "selection-stretch7",
+                         "selection-stretch6", "selection-stretch5", "selection-stretch5/high")]
 # The same comparisons repeated with other noise seeds (from stretch 9 on the rule compares seed means).
 SEED_RUNS = [RESULTS / "campaign-cifar10" / run / "frontier.json"
-             for run in ("selection-stretch10/seed1", "selection-stretch10/seed2", "selection-stretch9/seed1",
-                         "selection-stretch9/seed2", "selection-stretch9/seed1-stretch7",
-                         "selection-stretch9/seed2-stretch7")]
+             for run in ("selection-stretch11/seed1", "selection-stretch11/seed2", "selection-stretch10/seed1",
+                         "selection-stretch10/seed2", "selection-stretch9/seed1", "selection-stretch9/seed2",
+                         "selection-stretch9/seed1-stretch7", "selection-stretch9/seed2-stretch7")]
 
 
 # What stretch 5's selection run called "impure/cifar10" (a model id, whose weights have changed since) was
@@ -187,14 +191,14 @@ def seed_text(bundled: str) -> str:
                       else "it has the highest clean accuracy, by more than 1 point."))
 
 
-# The report repeated with other noise seeds: per purifier, (results folder, its row's label) for seeds 0, 1, 2.
+# The report repeated with other noise seeds: per purifier, (results folder, its row's label) for seeds 0, 1, 2;
+# the replaced release's report was moved to stretchM-seed0, -seed1, -seed2 when its successor was bundled.
 _REPORT = "robustness-cifar10-report"
 REPORT_SEEDS = {
     f"impure/cifar10 ({BUNDLED_STRETCH})": [(_REPORT, "impure/cifar10"), (f"{_REPORT}/seed1", "impure/cifar10"),
                                             (f"{_REPORT}/seed2", "impure/cifar10")],
-    f"{REPLACED_STRETCH} (the release it replaces)": [(f"{_REPORT}/stretch7-seed0", "impure/cifar10"),
-                                                     (f"{_REPORT}/stretch7-seed1", "stretch 7"),
-                                                     (f"{_REPORT}/stretch7-seed2", "stretch 7")],
+    f"{REPLACED_STRETCH} (the release it replaces)": [
+        (f"{_REPORT}/{REPLACED_STRETCH.replace(' ', '')}-seed{seed}", "impure/cifar10") for seed in (0, 1, 2)],
 }
 
 
@@ -317,6 +321,22 @@ def campaign_targets(result: dict) -> str:
             + ("; reached: " + ", ".join(met) if met else "") + ".")
 
 
+def stretch_steps() -> dict[str, tuple[int, bool]]:
+    """Each stretch of SINCE_REPLACED -> (its steps, whether they come from its committed log rather than its
+    schedule)."""
+    steps = {}
+    for name, scheduled in SINCE_REPLACED.items():
+        log = RESULTS / "campaign-cifar10" / f"{name.replace(' ', '')}-log.jsonl"
+        if log.is_file():
+            steps[name] = (max(json.loads(line)["step"] for line in log.read_text().splitlines() if line.strip()),
+                           True)
+        elif scheduled is None:
+            raise FileNotFoundError(f"{log} is missing: commit it, or give {name}'s scheduled steps in SINCE_REPLACED")
+        else:
+            steps[name] = (scheduled, False)
+    return steps
+
+
 def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     name = "impure/cifar10"
     config, card = _bundled("cifar10")
@@ -326,8 +346,12 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
                                           for path in SELECTION if path.parent.name.startswith("selection-")}, key=int))
     by_label = {result["defence"]: result for result in selection}
     strength = config.image_noise_t / SELECTION_NOISE_T[0]
-    log = (RESULTS / "campaign-cifar10" / f"{BUNDLED_STRETCH.replace(' ', '')}-log.jsonl").read_text().splitlines()
-    stretch_steps = max(json.loads(line)["step"] for line in log if line.strip())
+    since = stretch_steps()
+    trained_since = " and ".join(f"{name}'s {steps:,}" + ("" if logged else " scheduled")
+                                 for name, (steps, logged) in since.items())
+    lost = [name for name, (_, logged) in since.items() if not logged]
+    lost_text = (f" ({' and '.join(lost)}: {'its log was' if len(lost) == 1 else 'their logs were'} lost with the "
+                 "machine, so the steps are the schedule's)" if lost else "")
     curve = _json(RESULTS / "campaign-cifar10" / "curve.json")["points"]
     ours = next(r for r in results if r["defence"] == name)
     jpeg = next(r for r in results if r["defence"] == "jpeg75")
@@ -343,7 +367,10 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
                 f"ResNet-20 cross-entropy, constant learning rate {_lr(recipe.optim.lr)} after a warm-up with a "
                 f"linear cool-down towards {_lr(recipe.optim.min_lr)} at the end of a stretch, EMA of the weights "
                 f"(decay {recipe.optim.ema_decay:g}; the EMA is exported). {curve[-1]['images']:,} training images "
-                "seen in all (impure/cifar10-s's included), on a 2-core CPU. Weights: float16 safetensors; float16 "
+                "seen in all (impure/cifar10-s's included) up to the training curve's last point"
+                + "".join(f", then {steps * recipe.optim.batch_size:,} in {name}'s schedule (its log was lost)"
+                          for name, (steps, logged) in since.items() if not logged)
+                + ", on a 2-core CPU. Weights: float16 safetensors; float16 "
                 f"and float32 outputs agree to {card['float16_vs_float32_psnr_db']} dB. Training curve: "
                 "`benchmarks/results/campaign-cifar10/curve.png`.")
     sections = [
@@ -357,8 +384,8 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         "`recipes/CAMPAIGN.md`); "
         f"strengths are multiples of noise t {SELECTION_NOISE_T[0]}/{SELECTION_NOISE_T[1]}, the bundled weights "
         f"are {BUNDLED_STRETCH}'s at t {config.image_noise_t}/{config.feature_noise_t} (strength {strength:g}), "
-        f"and {REPLACED_STRETCH} (the same {config.encoder_depth} / {config.decoder_depth} blocks, {stretch_steps} "
-        "steps less trained) is the release they replace:\n\n"
+        f"and {REPLACED_STRETCH} (the same {config.encoder_depth} / {config.decoder_depth} blocks, {trained_since} "
+        f"steps less trained{lost_text}) is the release they replace:\n\n"
         f"{selection_table(selection)}\n\n{seed_text(f'{BUNDLED_STRETCH} s={strength:g}')}",
         f"The chosen strength, noise t {config.image_noise_t}/{config.feature_noise_t}, is "
         f"{PAPER_NOISE_T[0] / config.image_noise_t:g}× milder than the paper's t {PAPER_NOISE_T[0]}/{PAPER_NOISE_T[1]} "
