@@ -1,8 +1,12 @@
-"""Deepen a trained purifier without changing what it computes, so that a campaign can continue in a
-larger model instead of starting one from scratch.
+"""Deepen a trained purifier, or give it the noisy-pixel skip path, without changing what it computes, so
+that a campaign can continue in a larger model or a new design instead of starting one from scratch.
 
     python recipes/grow_purifier.py impure/cifar10 --out runs/init-cifar10-deep --encoder-depth 6 \
         --decoder-depth 3 [--force]
+    python recipes/grow_purifier.py impure/cifar10 --out runs/init-cifar10-skip --noisy-skip
+
+The skip path (`PurifierConfig.noisy_skip`) starts closed (its per-patch map is zero), so the output is the
+source's until training opens it.
 
 The new blocks are pre-norm ViT blocks whose residual branches end in zeros (attention output projection
 and second MLP layer, weights and biases), so each is the identity at first and the grown purifier's output
@@ -28,13 +32,20 @@ from impure.data import load_npz
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def grow(source: Purifier, encoder_depth: int, decoder_depth: int) -> Purifier:
-    """A float32 copy of `source` with `encoder_depth` / `decoder_depth` blocks that computes the same output."""
+def grow(source: Purifier, encoder_depth: int | None = None, decoder_depth: int | None = None,
+         noisy_skip: bool = False) -> Purifier:
+    """A float32 copy of `source` with `encoder_depth` / `decoder_depth` blocks (default: the source's) and,
+    with `noisy_skip`, the closed noisy-pixel skip path, that computes the same output."""
     old = source.config
+    encoder_depth = old.encoder_depth if encoder_depth is None else encoder_depth
+    decoder_depth = old.decoder_depth if decoder_depth is None else decoder_depth
     if encoder_depth < old.encoder_depth or decoder_depth < old.decoder_depth:
         raise ValueError(f"can only deepen: the source has {old.encoder_depth} encoder / {old.decoder_depth} "
                          f"decoder blocks, asked for {encoder_depth} / {decoder_depth}")
-    grown = Purifier(old.replace(encoder_depth=encoder_depth, decoder_depth=decoder_depth))
+    if noisy_skip and old.noisy_skip:
+        raise ValueError("the source already has the noisy-pixel skip path (noisy_skip)")
+    grown = Purifier(old.replace(encoder_depth=encoder_depth, decoder_depth=decoder_depth,
+                                 noisy_skip=noisy_skip or old.noisy_skip))
     for block in [*grown.encoder_blocks[old.encoder_depth:],
                   *grown.decoder_blocks[old.decoder_depth - 1:decoder_depth - 1]]:
         for layer in (block.attn.proj, block.mlp.fc2):  # the residual branches' last layers
@@ -50,6 +61,8 @@ def grow(source: Purifier, encoder_depth: int, decoder_depth: int) -> Purifier:
     missing, unexpected = grown.load_state_dict(renamed, strict=False)
     new_blocks = {f"encoder_blocks.{i}." for i in range(old.encoder_depth, encoder_depth)}
     new_blocks |= {f"decoder_blocks.{i}." for i in range(last, decoder_depth - 1)}
+    if noisy_skip:
+        new_blocks.add("skip_proj.")  # zero-initialised by Purifier.init_weights
     stray = [k for k in missing if not any(k.startswith(prefix) for prefix in new_blocks)]
     if stray or unexpected:
         raise RuntimeError(f"weights did not map onto the grown purifier: missing {stray}, unexpected {unexpected}")
@@ -68,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="a model id, a save_pretrained folder or a checkpoint.pt")
     parser.add_argument("--out", type=Path, required=True, help="folder to write the grown purifier to")
-    parser.add_argument("--encoder-depth", type=int, required=True)
-    parser.add_argument("--decoder-depth", type=int, required=True)
+    parser.add_argument("--encoder-depth", type=int, help="encoder blocks (default: the source's)")
+    parser.add_argument("--decoder-depth", type=int, help="decoder blocks (default: the source's)")
+    parser.add_argument("--noisy-skip", action="store_true", help="add the closed noisy-pixel skip path")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="largest output difference allowed")
     parser.add_argument("--force", action="store_true", help="replace existing weights in --out")
     args = parser.parse_args(argv)
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     source = load_source(args.source).float()
     try:
-        grown = grow(source, args.encoder_depth, args.decoder_depth)
+        grown = grow(source, args.encoder_depth, args.decoder_depth, args.noisy_skip)
     except ValueError as error:
         print(error, file=sys.stderr)
         return 1
@@ -90,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     grown.save_pretrained(args.out)
     params = sum(p.numel() for p in grown.parameters()) / 1e6
-    print(f"wrote {args.out}: {args.encoder_depth} encoder / {args.decoder_depth} decoder blocks, "
-          f"{params:.2f} M parameters")
+    config = grown.config
+    print(f"wrote {args.out}: {config.encoder_depth} encoder / {config.decoder_depth} decoder blocks"
+          f"{', noisy-pixel skip path' if config.noisy_skip else ''}, {params:.2f} M parameters")
     return 0
 
 

@@ -34,10 +34,10 @@ def test_paper_preset_has_the_paper_size():
     assert trainable == 115_789_914 - 512
 
 
-@pytest.mark.parametrize("mode", ["noise", "token"])
+@pytest.mark.parametrize("mode,skip", [("noise", False), ("token", False), ("noise", True)])
 @pytest.mark.parametrize("training", [False, True])
-def test_every_parameter_receives_a_gradient(mode, training):
-    purifier = tiny(mask_mode=mode).train(training)
+def test_every_parameter_receives_a_gradient(mode, skip, training):
+    purifier = tiny(mask_mode=mode, noisy_skip=skip).train(training)
     purifier(torch.rand(2, 3, 32, 32), clamp=False).square().mean().backward()
     missing = [name for name, p in purifier.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
@@ -135,6 +135,61 @@ def test_information_mask_a_group_never_sees_its_own_pixels(groups):
         (grad,) = torch.autograd.grad(output[..., own].sum(), images, retain_graph=True)
         assert torch.count_nonzero(grad[..., own]) == 0
         assert grad[..., ~own].abs().sum() > 0
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_information_mask_in_noise_mode_a_group_sees_its_own_pixels_only_through_the_noisy_copy(skip):
+    """Noise mode without the output convolution, with and without the noisy-pixel skip path: with the noisy
+    copy cut from the graph, a group's output has exactly zero gradient with respect to its own pixels; through
+    the noisy copy alone it has a non-zero one."""
+    purifier = tiny(output_conv=False, noisy_skip=skip)
+    if skip:  # open the path (it starts closed)
+        torch.nn.init.normal_(purifier.skip_proj.weight, std=0.1)
+    noise_image = purifier.noise_image
+    rows = 8
+    pixel_group = lattice_group_ids(rows, rows, 4).view(rows, rows).repeat_interleave(4, 0).repeat_interleave(4, 1)
+    images = torch.rand(1, 3, 32, 32, requires_grad=True)
+
+    def clean_path_only(normalized, noise, generator):
+        return noise_image(normalized.detach(), noise, generator)
+
+    def noisy_path_only(normalized, noise, generator):
+        return noise_image((images - purifier.mean) / purifier.std, noise, generator)  # the same values
+
+    for path, source in ((clean_path_only, images), (noisy_path_only, images.detach())):
+        purifier.noise_image = path
+        output = purifier(source, clamp=False, generator=torch.Generator().manual_seed(0))
+        for group in range(4):
+            own = pixel_group == group
+            (grad,) = torch.autograd.grad(output[..., own].sum(), images, retain_graph=True)
+            if path is clean_path_only:
+                assert torch.count_nonzero(grad[..., own]) == 0
+                assert grad[..., ~own].abs().sum() > 0
+            else:
+                assert grad[..., own].abs().sum() > 0
+
+
+def test_noisy_skip_starts_closed_and_can_carry_the_image():
+    """The skip path is zero at first (the output equals the same weights' without it), and opened to the
+    identity with the decoder silenced it returns the image at almost no noise."""
+    torch.manual_seed(0)
+    plain = tiny(output_conv=False)
+    skip = tiny(output_conv=False, noisy_skip=True)
+    missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
+    assert (sorted(missing), unexpected) == (["skip_proj.bias", "skip_proj.weight"], [])
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(skip(images, generator=torch.Generator().manual_seed(1)),
+                                   plain(images, generator=torch.Generator().manual_seed(1)), atol=0, rtol=0)
+        p = skip.config.patch_size
+        identity = torch.eye(3 * p * p).view(3 * p * p, 3, p, p)
+        skip.skip_proj.weight.copy_(identity)
+        skip.decoder_pred.weight.zero_()
+        skip.decoder_pred.bias.zero_()
+        skip.set_strength(0.0001)  # image noise t 0: sqrt(1 - alpha_bar) = 0.01
+        out = skip(images, generator=torch.Generator().manual_seed(1))
+    psnr = -10 * torch.log10(F.mse_loss(out, images))
+    assert psnr > 45
 
 
 def test_random_partitions_at_evaluation_follow_the_generator():
@@ -251,6 +306,8 @@ def test_bfloat16_inference_on_cpu():
         (dict(num_groups=5), "num_groups"),
         (dict(image_noise_t=1000), "image_noise_t"),
         (dict(unknown_field=1), "unknown PurifierConfig field"),
+        (dict(mask_mode="token", noisy_skip=True), "noisy_skip"),
+        (dict(skip_sigma_data=0.0), "skip_sigma_data"),
     ],
 )
 def test_config_errors_name_the_field(changes, match):

@@ -107,3 +107,24 @@ def test_grown_purifier_computes_what_its_source_does_and_then_trains(tmp_path, 
     assert grow_purifier.main([*argv[:-4], "--encoder-depth", "1", "--decoder-depth", str(depths[1]),
                                "--force"]) == 1  # shrinking is refused
     assert grow_purifier.main(argv) == 1  # existing weights are kept without --force
+
+
+def test_purifier_grown_with_the_noisy_skip_path_computes_what_its_source_does(tmp_path, shared_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    import grow_purifier
+
+    bundled = Path(__file__).resolve().parents[1] / "src" / "impure" / "weights" / "cifar10-s"
+    source = Purifier.from_pretrained(bundled).float().eval()
+    out = tmp_path / "skip"
+    assert grow_purifier.main([str(bundled), "--out", str(out), "--noisy-skip"]) == 0
+    grown = Purifier.from_pretrained(out).eval()
+    assert grown.config.noisy_skip and grown.config.encoder_depth == source.config.encoder_depth
+    images = torch.rand(4, 3, 32, 32)
+    assert grow_purifier.largest_difference(source, grown, images, seed=3) == 0.0
+    grown.train()(images).square().mean().backward()
+    assert grown.skip_proj.weight.grad.abs().sum() > 0  # closed, but it trains open
+    with pytest.raises(ValueError, match="already has"):
+        grow_purifier.grow(grown, noisy_skip=True)
+    # the old design's weights never load silently into the new one (and the reverse)
+    with pytest.raises(Exception, match="skip_proj"):
+        Purifier.from_pretrained(bundled, noisy_skip=True)

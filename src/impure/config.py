@@ -61,6 +61,13 @@ class PurifierConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     # A 3x3 convolution over the assembled image after the prediction head (the paper's `use_conv`).
     output_conv: bool = True
+    # Noise mode only, not in the paper: every output patch adds a learned per-patch linear map of its own
+    # *noised* pixels, scaled down as the noise grows (c(t) = d^2 / (d^2 + (sigma_t / signal_t)^2), d =
+    # `skip_sigma_data`, as denoising diffusion models' skip connections), so that fidelity is not capped by
+    # what the decoder can rebuild from context. The information mask holds: a hidden patch sees its own
+    # pixels only through the noisy copy. Zero-initialised, so adding it to trained weights changes nothing.
+    noisy_skip: bool = False
+    skip_sigma_data: float = 0.5
     # Epsilon of every LayerNorm.
     norm_eps: float = 1e-6
     # How inputs whose patch grid does not fit are padded before purification (and cropped after):
@@ -136,6 +143,11 @@ class PurifierConfig:
             raise ValueError(f"pad_mode must be 'replicate', 'reflect' or 'constant', got {self.pad_mode!r}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if self.noisy_skip and self.mask_mode != "noise":
+            raise ValueError("PurifierConfig.noisy_skip needs mask_mode='noise' (a mask token hides a patch's "
+                             f"pixels entirely, so there is no noisy copy to skip); got mask_mode={self.mask_mode!r}")
+        if not self.skip_sigma_data > 0:
+            raise ValueError(f"skip_sigma_data must be positive, got {self.skip_sigma_data}")
 
     # ----------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -182,6 +194,14 @@ _PRESETS: dict[str, dict[str, Any]] = {
         image_size=32, patch_size=2, encoder_width=128, encoder_depth=4, encoder_heads=4,
         decoder_width=128, decoder_depth=2, decoder_heads=4, fusion_taps=(0, 2),
         image_noise_t=200, feature_noise_t=300, train_image_noise_t=(0, 399), train_feature_noise_t=(0, 599),
+    ),
+    # "impure/cifar10"'s architecture (cifar10-s deepened to 6 / 3 blocks, noise t 80/120) with the noisy-pixel
+    # skip path: the design that lifts the fidelity ceiling (docs/training.md, "Where fidelity is lost").
+    "cifar10-skip": dict(
+        image_size=32, patch_size=2, encoder_width=128, encoder_depth=6, encoder_heads=4,
+        decoder_width=128, decoder_depth=3, decoder_heads=4, fusion_taps=(0, 2),
+        image_noise_t=80, feature_noise_t=120, train_image_noise_t=(0, 399), train_feature_noise_t=(0, 599),
+        noisy_skip=True,
     ),
     # The reference's small test configuration (`../shared/reference/ref_small_config.json`).
     "reference-small": dict(

@@ -103,6 +103,8 @@ class Purifier(
         self.decoder_norm = nn.LayerNorm(dec_width, eps=eps)
         self.decoder_pred = nn.Linear(dec_width, patch * patch * 3)
         self.output_conv = nn.Conv2d(3, 3, kernel_size=3, padding=1) if config.output_conv else nn.Identity()
+        if config.noisy_skip:  # a per-patch linear map of the patch's own noised pixels (see `skip`)
+            self.skip_proj = nn.Conv2d(3, 3 * patch * patch, kernel_size=patch, stride=patch)
 
         # Derived from the config alone, so not saved with the weights.
         grid = config.grid_size
@@ -134,6 +136,9 @@ class Purifier(
         if self.config.mask_mode == "token":
             nn.init.normal_(self.mask_token, std=0.02)
         nn.init.ones_(self.fusion_logits)
+        if self.config.noisy_skip:  # closed at first: training opens it, and trained weights keep their output
+            nn.init.zeros_(self.skip_proj.weight)
+            nn.init.zeros_(self.skip_proj.bias)
 
     # ------------------------------------------------------------------------------------------------
     @classmethod
@@ -338,13 +343,16 @@ class Purifier(
         layout = self.layout(padded, generator)
         normalized = (padded - self.mean) / self.std
 
+        skip = None
         if self.config.mask_mode == "noise":
-            noisy = self.noise_image(normalized, image_noise, generator)
+            noisy, signal, scale = self.noise_image(normalized, image_noise, generator)
             cls, features = self.encode(self.embed(torch.cat([normalized, noisy]), layout))
             decoded = self.decoder_embed_norm(self.decoder_embed(features))
             visible, masked = decoded.chunk(2)
             hidden = self.noise_features(masked, layout, feature_noise, generator)
             cls = cls[: images.shape[0]]
+            if self.config.noisy_skip:
+                skip = self.skip(noisy, signal, scale)
         else:
             if image_noise is not None or feature_noise is not None:
                 raise ValueError("image_noise and feature_noise apply only to mask_mode='noise'")
@@ -352,7 +360,10 @@ class Purifier(
             visible = self.decoder_embed_norm(self.decoder_embed(features))
             hidden = self.mask_token.expand_as(visible)
         patches = self.decode(visible, hidden, cls, layout)
-        output = self.output_conv(self.unpatchify(patches, layout)) * self.std + self.mean
+        output = self.output_conv(self.unpatchify(patches, layout))
+        if skip is not None:
+            output = output + skip
+        output = output * self.std + self.mean
         output = output[..., :height, :width]
         if clamp:
             output = output.clamp(0.0, 1.0)
@@ -445,8 +456,11 @@ class Purifier(
         return F.linear(torch.cat(tapped, dim=-1), proj_weight, proj_bias) + weights[-1] * last
 
     def noise_image(self, normalized: torch.Tensor, noise: torch.Tensor | None,
-                    generator: torch.Generator | None) -> torch.Tensor:
-        """Diffuse the normalised image to the image timestep (one per sample in training)."""
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Diffuse the normalised image to the image timestep (one per sample in training).
+
+        Returns the noisy image and its (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)), each (B, 1, 1, 1) or scalar.
+        """
         batch = normalized.shape[0]
         if noise is None:
             noise = self._randn(normalized, generator)
@@ -457,7 +471,20 @@ class Purifier(
                 noise = F.pad(noise, (0, normalized.shape[-1] - width, 0, normalized.shape[-2] - height))
         signal, scale = self._noise_levels(self.config.train_image_noise_t, self.config.image_noise_t, (batch,),
                                            generator)
-        return signal.reshape(*signal.shape, 1, 1, 1) * normalized + scale.reshape(*scale.shape, 1, 1, 1) * noise
+        signal, scale = signal.reshape(*signal.shape, 1, 1, 1), scale.reshape(*scale.shape, 1, 1, 1)
+        return signal * normalized + scale * noise, signal, scale
+
+    def skip(self, noisy: torch.Tensor, signal: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The noisy-pixel skip path (`config.noisy_skip`): each patch's own noised pixels, rescaled to the
+        image's level (noisy / signal = image + (scale / signal) * noise), through a learned per-patch linear
+        map, weighted by c(t) = d^2 / (d^2 + (scale / signal)^2), which falls from 1 as the noise grows.
+
+        noisy: (B, 3, H, W) normalised -> (B, 3, H, W) normalised, added to the decoder's image.
+        """
+        d2 = self.config.skip_sigma_data ** 2
+        weight = d2 / (d2 + (scale / signal) ** 2)
+        patch_map = self.skip_proj(noisy / signal)  # (B, 3*p*p, rows, cols): channel, then pixel row, column
+        return weight * F.pixel_shuffle(patch_map, self.config.patch_size)
 
     def noise_features(self, masked: torch.Tensor, layout: PatchLayout, noise: torch.Tensor | None,
                        generator: torch.Generator | None) -> torch.Tensor:
