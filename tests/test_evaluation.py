@@ -392,8 +392,13 @@ def test_classifier_and_purifier_sources(paths, model, data, tmp_path):
         resolve_classifier("cifar_resnet20")
     with pytest.raises(ValueError, match="cannot import module 'no_such_module'"):
         resolve_classifier("no_such_module:build")
-    with pytest.raises(ValueError, match="unknown classifier 'resnet9000'.*module:callable"):
+    with pytest.raises(ValueError, match="unknown classifier 'resnet9000'.*--classifier-weights.*module:callable"):
         resolve_classifier("resnet9000")
+    # a missing file is reported as one, whether it is the classifier or its weights
+    with pytest.raises(FileNotFoundError, match="no such file: .*missing.pt"):
+        resolve_classifier(str(tmp_path / "missing.pt"))
+    with pytest.raises(FileNotFoundError, match="no such file: .*r56.safetensors .the weights of classifier"):
+        resolve_classifier("cifar_resnet56", tmp_path / "r56.safetensors")
     # ImageNet zoo models with a local state dict (no download): the wrapper adds their normalisation.
     import timm
     import torchvision

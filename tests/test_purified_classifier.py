@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -13,7 +15,7 @@ from impure._bpda import straight_through
 def _classifier() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(8, 10))
+                         nn.Linear(8, 10)).eval()
 
 
 def _wrapped(gradient: str = "full") -> PurifiedClassifier:
@@ -109,3 +111,14 @@ def test_wrapper_reports_the_classifier_mode_without_changing_modes():
     classifier = _classifier().eval()
     model = PurifiedClassifier(purifier, classifier)
     assert not model.training and purifier.training and not classifier.training
+
+
+def test_a_classifier_in_training_mode_is_warned_about_once():
+    purifier = Purifier(PurifierConfig.preset("tiny", mask_mode="token")).eval()
+    model = PurifiedClassifier(purifier, nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten()))
+    with pytest.warns(UserWarning, match=r"training mode.*\.eval\(\)"):
+        model(torch.rand(2, 3, 32, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(torch.rand(2, 3, 32, 32))  # once only
+        model.eval()(torch.rand(2, 3, 32, 32))

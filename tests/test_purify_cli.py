@@ -132,3 +132,14 @@ def test_purify_dtype_option_bf16_stays_close_to_fp32_and_fp16_is_refused_on_the
     assert main(["purify", str(image_folder / "img0.png"), "-o", str(tmp_path / "fp16"), "--device", "cpu",
                  "--dtype", "fp16"]) == 1
     assert "precision 'fp16' for inference is not supported on cpu" in capsys.readouterr().err
+
+
+def test_a_grey_image_is_purified_as_grey(tmp_path, shared_dir):
+    """The bundled purifier on a real CIFAR-10 image turned grey: the output is a grey PNG (no colour tint)."""
+    image = np.load(shared_dir / "data" / "cifar10" / "test_dev.npz")["images"][0]
+    Image.fromarray(image).convert("L").save(tmp_path / "grey.png")
+    assert main(["purify", str(tmp_path / "grey.png"), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    with Image.open(tmp_path / "out" / "grey.png") as purified, Image.open(tmp_path / "grey.png") as source:
+        assert purified.mode == "L" and purified.size == source.size
+        difference = np.abs(np.asarray(purified, dtype=int) - np.asarray(source, dtype=int))
+        assert 0 < difference.mean() < 20  # purified, and still the same picture

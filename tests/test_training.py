@@ -346,7 +346,8 @@ def test_cli_runs_both_stages_on_cifar10_and_lowers_the_loss(tmp_path, data, cap
     # exactly as before.
     shards = tmp_path / "adv"
     make = ["make-adversarial", data["train"], "-o", str(shards), "--classifier", "cifar_resnet20",
-            "--weights", data["r20"], "--attack", "PGD", "--eps", "8/255", "--alpha", "2/255", "--steps", "2",
+            "--classifier-weights", data["r20"], "--attack", "PGD", "--eps", "8/255", "--alpha", "2/255",
+            "--steps", "2",
             "--limit", "96", "--shard-size", "64", "--batch-size", "32", "--device", "cpu"]
     assert cli(make) == 0
     original = (shards / "shard-00001-adversarial.npy").read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -34,6 +35,7 @@ class PurifiedClassifier(nn.Module):
         self.gradient = gradient
         # Report the mode the wrapped models are in (a new module would say "training") without changing it.
         self.training = classifier.training
+        self._warned_training = False
 
     def purify(self, images: torch.Tensor) -> torch.Tensor:
         """Purified images, (N, 3, H, W) in [0, 1]."""
@@ -49,6 +51,11 @@ class PurifiedClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits on the purified images, (N, classes)."""
+        if self.classifier.training and not self._warned_training:
+            self._warned_training = True
+            warnings.warn("the classifier behind PurifiedClassifier is in training mode: its batch-norm statistics "
+                          "and dropout would change with every attacked batch; call .eval() on it (or on the "
+                          "PurifiedClassifier) before evaluating or attacking", UserWarning, stacklevel=2)
         return self.classify(self.purify(images))
 
     def extra_repr(self) -> str:

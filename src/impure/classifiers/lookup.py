@@ -17,7 +17,8 @@ __all__ = ["Normalized", "resolve_classifier"]
 
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
 _CLASSIFIER_FORMS = (
-    "a name from impure.classifiers (e.g. 'cifar_resnet56' with weights=...) or its .safetensors file, "
+    "a name from impure.classifiers (e.g. 'cifar_resnet56' with weights=..., on the command line "
+    "--classifier cifar_resnet56 --classifier-weights FILE) or its .safetensors file, "
     "'torchvision:<model>', "
     "'timm:<model>', a Python 'module:callable' returning an nn.Module, or a TorchScript file (.pt)"
 )
@@ -58,6 +59,8 @@ def resolve_classifier(classifier: Any, weights: str | os.PathLike | None = None
         raise TypeError(f"classifier must be an nn.Module or a str, got {type(classifier).__name__}")
     spec = str(classifier)
     path = Path(spec).expanduser()
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise FileNotFoundError(f"no such file: {weights} (the weights of classifier {spec!r})")
     if path.is_file() and path.suffix.lower() in _TORCHSCRIPT_SUFFIXES:
         return _load_torchscript(path), path.name
     if spec.startswith("torchvision:"):
@@ -85,6 +88,8 @@ def resolve_classifier(classifier: Any, weights: str | os.PathLike | None = None
                 "with its .safetensors file; a randomly initialised classifier measures nothing"
             )
         return classifiers.load_classifier(spec, weights), spec
+    if not path.exists() and (path.suffix.lower() in (*_TORCHSCRIPT_SUFFIXES, ".safetensors") or os.sep in spec):
+        raise FileNotFoundError(f"no such file: {spec} (the classifier)")
     raise ValueError(f"unknown classifier {spec!r}; give {_CLASSIFIER_FORMS}")
 
 

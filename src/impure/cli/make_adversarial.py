@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder to write")
     parser.add_argument("--classifier", required=True,
                         help="classifier to attack: impure.classifiers name, torchvision:NAME, file, ...")
-    parser.add_argument("--weights", help="weights file of a named classifier")
+    parser.add_argument("--classifier-weights", "--weights", dest="weights", type=Path, metavar="FILE",
+                        help="weights file for a classifier named by its architecture (as in `impure evaluate`; "
+                             "--weights is the old spelling)")
     parser.add_argument("--attack", default="PGD",
                         help="an attack name: fgsm, bim, pgd, mifgsm, difgsm, mdi2fgsm, apgd-ce, apgd-dlr, cw, "
                              "deepfool (case-insensitive; default PGD)")
@@ -59,12 +61,13 @@ def run(args: argparse.Namespace) -> int:
                     if v is not None})
     spec = AttackSpec.from_dict({"name": args.attack, **options}, "--attack")
     device = select_device(args.device)
-    classifier = load_frozen_classifier(NetworkSpec(args.classifier, args.weights or "")).to(device)
+    classifier = load_frozen_classifier(NetworkSpec(args.classifier, str(args.weights or ""))).to(device)
     dataset = open_dataset(args.data, image_size=args.image_size)
     if args.limit:
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
     description = {"source": str(args.data), "limit": args.limit, "classifier": args.classifier,
-                   "weights": args.weights, "attack": {"name": spec.name, **spec.options}}
+                   "weights": None if args.weights is None else str(args.weights),
+                   "attack": {"name": spec.name, **spec.options}}
     output = make_adversarial_dataset(dataset, build_attack(spec, classifier), args.output,
                                       description=description, shard_size=args.shard_size,
                                       batch_size=args.batch_size, seed=args.seed, device=device,

@@ -15,9 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "purify", help="purify image files (PNG/JPEG, any size) into PNGs",
         description="Purify image files into same-named PNGs in OUTDIR. Folders are searched recursively and "
-                    "their layout is kept. Unreadable files are reported and skipped; existing outputs are "
-                    "never overwritten without --force. Images larger than the purifier's position table are "
-                    "purified tile by tile.",
+                    "their layout is kept; grey images stay grey. Unreadable files are reported and skipped; "
+                    "existing outputs are never overwritten without --force. Images larger than the purifier "
+                    "supports (twice its training size per side, 64 px for the CIFAR-10 purifiers) are purified "
+                    "tile by tile.",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
@@ -30,9 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="precision of the purifier: auto is bf16 (or fp16) on a GPU and fp32 on the CPU "
                              "(default auto)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images (or tiles) per batch")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the purifier's noise")
-    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--batch-size", type=int, default=64, help="images (or tiles) per batch (default 64)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the purifier's noise, for a repeatable output (default 0)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite existing output files (default: keep them)")
     parser.set_defaults(func=run)
 
 
@@ -54,6 +57,10 @@ def _collect(inputs: list[Path]) -> list[tuple[Path, Path]]:
     if clashes:
         raise ValueError(f"several inputs would be written to the same output file: {clashes[:5]}")
     return pairs
+
+
+# PIL modes of single-channel (grey) images: their outputs are written as grey PNGs.
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 def _save_png_atomic(image, path: Path) -> None:
@@ -88,15 +95,16 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(pairs), desc="purifying", unit="image") as progress:
         for start in range(0, len(pairs), args.batch_size):
             chunk = pairs[start:start + args.batch_size]
-            by_size: dict[tuple[int, ...], list[tuple[Path, np.ndarray]]] = defaultdict(list)
+            by_size: dict[tuple[int, ...], list[tuple[Path, np.ndarray, bool]]] = defaultdict(list)
             for source, target in chunk:
                 try:
                     with Image.open(source) as image:
+                        grey = image.mode in _GREY_MODES
                         pixels = np.asarray(image.convert("RGB"))
                 except (OSError, UnidentifiedImageError, SyntaxError) as error:
                     failed.append(f"{source}: {error}")
                     continue
-                by_size[pixels.shape].append((target, pixels))
+                by_size[pixels.shape].append((target, pixels, grey))
             for size, items in by_size.items():  # one batch per image size
                 if not noted and not trained / 2 <= max(size[:2]) <= 2 * trained:
                     noted = True
@@ -104,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                                    f"purifier was trained on; it purifies them as they are (or as overlapping "
                                    f"{trained}-px tiles), which may remove detail a purifier trained at their size "
                                    "would keep")
-                images = torch.from_numpy(np.stack([p for _, p in items])).permute(0, 3, 1, 2)
+                images = torch.from_numpy(np.stack([p for _, p, _ in items])).permute(0, 3, 1, 2)
                 images = images.float().div(255).to(device)
                 with torch.inference_mode():
                     if max(images.shape[-2:]) > purifier.config.max_input_size:
@@ -113,8 +121,10 @@ def run(args: argparse.Namespace) -> int:
                     else:
                         purified = purifier(images, generator=generator)
                 arrays = purified.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-                for (target, _), array in zip(items, arrays, strict=True):
-                    _save_png_atomic(Image.fromarray(array), args.output / target)
+                for (target, _, grey), array in zip(items, arrays, strict=True):
+                    # A grey input is purified as RGB (the purifier's input) and written back as grey.
+                    output = Image.fromarray(array)
+                    _save_png_atomic(output.convert("L") if grey else output, args.output / target)
             progress.update(len(chunk))
     for message in failed:
         print(f"skipped unreadable file {message}")
