@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from impure import Purifier, PurifierConfig, list_presets
 from impure.model.masking import lattice_group_ids
+from impure.model.purifier import SKIP_GAIN
 
 
 def tiny(**overrides) -> Purifier:
@@ -182,7 +183,7 @@ def test_noisy_skip_starts_closed_and_can_carry_the_image():
         torch.testing.assert_close(skip(images, generator=torch.Generator().manual_seed(1)),
                                    plain(images, generator=torch.Generator().manual_seed(1)), atol=0, rtol=0)
         p = skip.config.patch_size
-        identity = torch.eye(3 * p * p).view(3 * p * p, 3, p, p)
+        identity = torch.eye(3 * p * p).view(3 * p * p, 3, p, p) / SKIP_GAIN
         skip.skip_proj.weight.copy_(identity)
         skip.decoder_pred.weight.zero_()
         skip.decoder_pred.bias.zero_()

@@ -116,13 +116,14 @@ def test_bad_configs_name_the_problem(tmp_path, text, message):
 
 
 # ------------------------------------------------------------------------------------------------ pieces
-def test_weight_decay_skips_norms_biases_and_tokens():
-    purifier = Purifier(PurifierConfig.preset("tiny"))
+def test_weight_decay_skips_norms_biases_tokens_and_the_skip_path():
+    purifier = Purifier(PurifierConfig.preset("tiny", noisy_skip=True))
     optimizer = build_optimizer(purifier, 1e-3, 0.05)
     decayed = {id(p) for p in optimizer.param_groups[0]["params"]}
     for name, parameter in purifier.named_parameters():
-        is_matrix = parameter.ndim > 1 and not name.endswith("token")
+        is_matrix = parameter.ndim > 1 and not name.endswith("token") and not name.startswith("skip_proj.")
         assert (id(parameter) in decayed) == is_matrix, name
+    assert id(purifier.skip_proj.weight) not in decayed
     assert optimizer.param_groups[0]["weight_decay"] == 0.05 and optimizer.param_groups[1]["weight_decay"] == 0
     assert optimizer.defaults["betas"] == (0.9, 0.95)
     scheduler = warmup_cosine(optimizer, warmup_steps=4, total_steps=14, min_ratio=0.1)

@@ -13,7 +13,8 @@ __all__ = ["build_optimizer", "build_scheduler", "warmup_constant_cooldown", "wa
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
                     betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
-    """AdamW whose weight decay skips norms, biases, tokens and every other parameter of rank <= 1.
+    """AdamW whose weight decay skips norms, biases, tokens, every other parameter of rank <= 1 and the
+    noisy-pixel skip path (`PurifierConfig.noisy_skip`, whose zero is "closed").
 
     Args:
         model: the model to train (only parameters with `requires_grad`).
@@ -26,7 +27,8 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
         if not parameter.requires_grad:
             continue
         is_token = name.endswith("token") or "pos_embed" in name
-        (no_decay if parameter.ndim <= 1 or is_token else decay).append(parameter)
+        is_skip = name.startswith("skip_proj.")  # decay would close the noisy-pixel skip path
+        (no_decay if parameter.ndim <= 1 or is_token or is_skip else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
