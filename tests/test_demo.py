@@ -81,6 +81,8 @@ def test_demo_on_shipped_samples_prints_report_and_writes_grid(tmp_path, purifie
     assert accuracies["attacked, no defence"][0] < accuracies["clean"][0]
     assert re.search(r"x_adv - x\s+L-inf max 8/255", report)
     assert "P(x_adv) - P(x)" in report and "time" in report
+    assert "20 images: a demonstration, each accuracy within about ±22 points; the README's table" in report
+    assert "rows clean, adversarial, perturbation, purified clean, purified adv." in report  # as the picture
     with Image.open(out) as grid:
         width = TILE + 2 * FRAME + GAP
         height = width + CAPTION  # the predicted class is written below each tile
