@@ -197,3 +197,19 @@ def test_adaptive_benchmark_end_to_end(monkeypatch, shared_dir, tiny, tmp_path, 
     assert (out / "tiny_one" / "convergence.png").is_file()
     text = (out / "summary.md").read_text()
     assert "| tiny/one |" in text and "test_dev images 250-255" in text and "3 independent purifications" in text
+
+
+def test_frontier_plot_groups_each_purifier_over_its_strengths(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import frontier_plot
+
+    rows = [{"defence": label, "noise_t": noise_t, "clean": {"mean": clean}, "mean": {"mean": mean}}
+            for label, noise_t, clean, mean in (("none", None, 0.94, 0.05), ("A s=1", [80, 120], 0.84, 0.70),
+                                                ("A s=0.5", [40, 60], 0.86, 0.65), ("B s=1", [80, 120], 0.88, 0.69))]
+    (tmp_path / "seed-means.json").write_text(json.dumps({"rows": rows}))
+    lines = frontier_plot.points([tmp_path / "seed-means.json"], " s=")
+    assert lines["A"] == [(84.0, 70.0, "t 80/120"), (86.0, 65.0, "t 40/60")]
+    assert lines["none"] == [(94.0, 5.0, "")] and len(lines["B"]) == 1
+    assert frontier_plot.main([str(tmp_path / "seed-means.json"), "--out", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    assert frontier_plot.main([str(tmp_path / "missing.json"), "--out", str(tmp_path / "g.png")]) == 2
