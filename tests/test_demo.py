@@ -83,6 +83,7 @@ def test_demo_on_shipped_samples_prints_report_and_writes_grid(tmp_path, purifie
     assert "P(x_adv) - P(x)" in report and "time" in report
     assert "20 images: a demonstration, each accuracy within about ±22 points; the README's table" in report
     assert "rows clean, adversarial, perturbation, purified clean, purified adv." in report  # as the picture
+    assert "is a weak witness" in report  # the demo classifier's purified attack is not the README's number
     with Image.open(out) as grid:
         width = TILE + 2 * FRAME + GAP
         height = width + CAPTION  # the predicted class is written below each tile
