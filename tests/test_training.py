@@ -210,6 +210,9 @@ def test_training_applies_the_configured_resized_crops(tmp_path, data):
     cropped = tiny_config(tmp_path / "crops", data["train"], optim=short, data={"crop_scale": [0.3, 0.3]})
     Trainer(TrainConfig.from_dict(cropped)).fit()
     assert json.loads((tmp_path / "crops" / "train_config.json").read_text())["data"]["crop_scale"] == [0.3, 0.3]
+    environment = json.loads((tmp_path / "plain" / "environment.json").read_text())  # the hardware of the run
+    assert environment["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert environment["device"] == "cpu" and environment["cpu"]["threads"] >= 1
     first, second = weights(tmp_path / "plain"), weights(tmp_path / "crops")
     assert any(not torch.equal(first[k], second[k]) for k in first)  # same seed and batches, other inputs
 

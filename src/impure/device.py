@@ -8,9 +8,39 @@ import sys
 
 import torch
 
-__all__ = ["select_device", "select_dtype", "tune_cpu_allocator"]
+__all__ = ["cpu_features", "select_device", "select_dtype", "tune_cpu_allocator"]
 
 _DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+# /proc/cpuinfo flags that decide how fast bfloat16 runs on the CPU.
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2")
+
+
+def cpu_features() -> dict[str, object]:
+    """What this machine's CPU offers PyTorch, for run records and speed reports: the kernel capability torch
+    dispatches to ("AVX2", "AVX512", ...), the bfloat16-related flags the CPU reports (Linux; empty elsewhere),
+    whether it has native bfloat16 arithmetic, the model name, and torch's intra-op thread count.
+
+    The speed of bfloat16 autocast on a CPU depends on these flags (AMX or AVX-512 BF16); a speed figure is
+    only comparable with another measured on the same features.
+    """
+    flags: set[str] = set()
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                elif key.strip() == "model name" and not model:
+                    model = value.strip()
+    except OSError:  # not Linux
+        pass
+    present = [flag for flag in _BF16_FLAGS if flag in flags]
+    return {"capability": torch.backends.cpu.get_cpu_capability(), "flags": present,
+            "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags, "model": model,
+            "threads": torch.get_num_threads()}
 
 
 def _mps_available() -> bool:

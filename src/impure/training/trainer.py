@@ -26,7 +26,7 @@ from impure._random import batch_slice
 from impure._state import load_state_dict_strict
 from impure.config import PurifierConfig
 from impure.data import AdversarialShards, fetch_batch, open_dataset
-from impure.device import select_device, select_dtype, tune_cpu_allocator
+from impure.device import cpu_features, select_device, select_dtype, tune_cpu_allocator
 from impure.losses import PurificationLoss
 from impure.model import Purifier
 from impure.training.batches import BatchPlan, augment
@@ -256,6 +256,10 @@ class Trainer:
         if ctx.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2))
+            # What ran it, so that the images/s in the log can be read against the hardware.
+            environment = {"torch": torch.__version__, "device": str(device), "world_size": ctx.world_size,
+                           "autocast": str(autocast_dtype) if autocast_dtype else None, "cpu": cpu_features()}
+            atomic_write(self.output_dir / "environment.json", json.dumps(environment, indent=2))
             self._truncate_log(log_path, step)
         bar = tqdm(total=optim.steps, initial=step, disable=not (ctx.is_main and config.log.progress),
                    desc=f"{config.stage}", unit="step", dynamic_ncols=True)
