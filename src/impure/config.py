@@ -196,7 +196,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         image_noise_t=200, feature_noise_t=300, train_image_noise_t=(0, 399), train_feature_noise_t=(0, 599),
     ),
     # "impure/cifar10"'s architecture (cifar10-s deepened to 6 / 3 blocks, noise t 80/120) with the noisy-pixel
-    # skip path: the design that lifts the fidelity ceiling (docs/training.md, "Where fidelity is lost").
+    # skip path, the identity-capable design of docs/training.md ("Where fidelity is lost"); its first equal-time
+    # pilot (benchmarks/results/fidelity-cifar10/PILOTS.md) did not beat the bundled design.
     "cifar10-skip": dict(
         image_size=32, patch_size=2, encoder_width=128, encoder_depth=6, encoder_heads=4,
         decoder_width=128, decoder_depth=3, decoder_heads=4, fusion_taps=(0, 2),
