@@ -90,24 +90,27 @@ def noisy_copy(purifier: Purifier, images: torch.Tensor, t: int, seed: int) -> t
     return images + (scale / signal) * noise * purifier.std
 
 
-def radial_power(error: torch.Tensor) -> list[float]:
-    """Mean power of `error` (N, 3, H, W) per radial frequency band (BANDS, as a fraction of Nyquist)."""
-    spectrum = torch.fft.fft2(error.double()).abs().pow(2).mean(dim=(0, 1))  # (H, W)
-    height, width = spectrum.shape
-    fy = torch.fft.fftfreq(height).abs()[:, None] * 2  # 1 = Nyquist
-    fx = torch.fft.fftfreq(width).abs()[None, :] * 2
-    radius = (fy ** 2 + fx ** 2).sqrt()
+def power_spectrum(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean power spectrum of `x` (N, 3, H, W) over images and channels, (H, W), and each frequency's radius
+    as a fraction of the Nyquist frequency (1 on the axes' ends, 1.41 in the corners)."""
+    spectrum = torch.fft.fft2(x.double()).abs().pow(2).mean(dim=(0, 1))
+    fy = torch.fft.fftfreq(spectrum.shape[0]).abs()[:, None] * 2
+    fx = torch.fft.fftfreq(spectrum.shape[1]).abs()[None, :] * 2
+    return spectrum, (fy ** 2 + fx ** 2).sqrt()
+
+
+def radial_power(x: torch.Tensor) -> list[float]:
+    """Mean power of `x` (N, 3, H, W) per radial frequency band (BANDS, as a fraction of Nyquist)."""
+    spectrum, radius = power_spectrum(x)
     edges = [*BANDS[:-1], float("inf")]
     return [spectrum[(radius >= low) & (radius < high)].mean().item()
             for low, high in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def high_share(error: torch.Tensor) -> float:
-    """Share of the error's energy at or above half the Nyquist frequency (radius >= 0.5)."""
-    spectrum = torch.fft.fft2(error.double()).abs().pow(2).mean(dim=(0, 1))
-    fy = torch.fft.fftfreq(spectrum.shape[0]).abs()[:, None] * 2
-    fx = torch.fft.fftfreq(spectrum.shape[1]).abs()[None, :] * 2
-    return (spectrum[(fy ** 2 + fx ** 2).sqrt() >= 0.5].sum() / spectrum.sum()).item() * 100
+def energy_share(x: torch.Tensor, low: float, high: float = float("inf")) -> float:
+    """Share (%) of the energy of `x` (N, 3, H, W) at radial frequencies in [low, high) x Nyquist."""
+    spectrum, radius = power_spectrum(x)
+    return (spectrum[(radius >= low) & (radius < high)].sum() / spectrum.sum()).item() * 100
 
 
 def position_errors(output: torch.Tensor, images: torch.Tensor, config) -> dict:
@@ -148,7 +151,7 @@ def analyse(source: str, images: torch.Tensor, labels: torch.Tensor, classifier:
     return {"source": source, "nominal_noise_t": list(nominal), "noisy_skip": config.noisy_skip, "sweep": sweep,
             "positions": position_errors(output, images, config),
             "spectrum": radial_power(output - images),
-            "high_share": round(high_share(output - images), 1),
+            "high_share": round(energy_share(output - images, 0.5), 1),
             "train_image_noise_t": [low, high], "train_share_below": shares}
 
 
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         report["spectra"].append((f"{name} ({report['baselines'][name]['psnr']:.1f} dB, "
                                   f"{report['baselines'][name]['accuracy']:.1f} %)",
                                   radial_power(output - images),
-                                  round(high_share(output - images), 1)))
+                                  round(energy_share(output - images, 0.5), 1)))
     report["image_spectrum"] = radial_power(images - images.mean(dim=(2, 3), keepdim=True))
     report["argv"] = sys.argv[1:] if argv is None else argv
     report["minutes"] = round((time.time() - started) / 60, 1)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from _common import SHARED, WEIGHTS, names
-from fidelity import BANDS, radial_power
+from fidelity import BANDS, DATA, energy_share, radial_power
 
 from impure import Purifier
 from impure._atomic import atomic_write
@@ -29,19 +29,9 @@ from impure.attacks import PGD
 from impure.classifiers import resolve_classifier
 from impure.data import load_npz
 
-DATA = SHARED / "data" / "cifar10" / "test_dev.npz"
-
 
 def accuracy(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     return (classifier(images).argmax(1) == labels).float().mean().item() * 100
-
-
-def low_share(delta: torch.Tensor, below: float = 0.25) -> float:
-    """Share (%) of the energy of `delta` (N, 3, H, W) at radial frequencies below `below` x Nyquist."""
-    spectrum = torch.fft.fft2(delta.double()).abs().pow(2).mean(dim=(0, 1))
-    fy = torch.fft.fftfreq(spectrum.shape[0]).abs()[:, None] * 2
-    fx = torch.fft.fftfreq(spectrum.shape[1]).abs()[None, :] * 2
-    return (spectrum[(fy ** 2 + fx ** 2).sqrt() < below].sum() / spectrum.sum()).item() * 100
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                 "purified_clean": accuracy(classifier, purified_clean, labels),
                 "purified_adversarial": accuracy(classifier, purified_adv, labels),
                 "perturbation_spectrum": radial_power(delta), "residual_spectrum": radial_power(residual),
-                "perturbation_low_share": low_share(delta), "residual_low_share": low_share(residual),
+                "perturbation_low_share": energy_share(delta, 0, 0.25),
+                "residual_low_share": energy_share(residual, 0, 0.25),
                 "residual_l2_ratio": (residual.flatten(1).norm(dim=1) / delta.flatten(1).norm(dim=1)).mean().item(),
             })
     bands = [f"{low:g}-{high:g}" for low, high in zip(BANDS[:-1], [*BANDS[1:-1], 1.41], strict=True)]
