@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from impure.demo import CIFAR10_CLASSES, load_demo_images
 
 gradio = pytest.importorskip("gradio", reason='the web demo needs the app extra: pip install "impure[app]"')
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client comes with the app extra")
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def _free_port() -> int:
@@ -27,7 +29,7 @@ def served():
     from impure.app import serve
 
     port = _free_port()
-    app = serve("127.0.0.1", port, block=False, quiet=True)
+    app = serve("127.0.0.1", port, block=False)
     yield f"http://127.0.0.1:{port}/"
     app.close()
 
@@ -68,3 +70,40 @@ def test_cli_has_host_and_port_options(capsys):
         main(["app", "--help"])
     text = capsys.readouterr().out
     assert "--host" in text and "127.0.0.1" in text and "--port" in text
+
+
+def test_the_page_opens_on_a_worked_example():
+    from impure.app import build_app
+
+    app = build_app()
+    values = {c["props"].get("label"): c["props"].get("value") for c in app.config["components"]}
+    example = attack_and_purify(None, sample_names()[0])  # the page's defaults: PGD-10 at 8/255, seed 0
+    for label in ("clean", "adversarial", "purified adversarial"):
+        assert values[label] is not None, f"the {label!r} image is empty when the page opens"
+    for name, label in (("clean", "clean: top-3"), ("purified", "purified adversarial: top-3")):
+        assert values[label]["label"] == max(example[f"{name}_top3"], key=example[f"{name}_top3"].get)
+
+
+def test_serving_prints_no_share_hint(capfd):
+    from impure.app import serve
+
+    app = serve("127.0.0.1", _free_port(), block=False)
+    app.close()
+    assert "share=True" not in capfd.readouterr().out
+
+
+def test_the_first_view_in_headless_chromium_shows_the_example_and_the_button(served, tmp_path, monkeypatch):
+    pytest.importorskip("playwright", reason="the screenshot test needs playwright (the test extra)")
+    monkeypatch.syspath_prepend(str(RECIPES))
+    import screenshot_app
+
+    if screenshot_app.find_chromium() is None:
+        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium); .ci/run installs it where it can")
+    view = screenshot_app.first_view(served, tmp_path / "app.png", width=1400, height=1000)
+    button = view["button"]
+    assert button is not None and button["y"] + button["height"] <= 1000, f"run button below the fold: {button}"
+    assert view["images"] >= 4  # clean, adversarial, purified and residual, already computed
+    example = attack_and_purify(None, sample_names()[0])
+    assert view["labels"][0] == max(example["clean_top3"], key=example["clean_top3"].get)
+    screenshot = Image.open(tmp_path / "app.png")
+    assert screenshot.size == (1400, 1000)

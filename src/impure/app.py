@@ -20,6 +20,11 @@ __all__ = ["ATTACKS", "attack_and_purify", "build_app", "sample_names"]
 ATTACKS = ("PGD", "FGSM")
 _DISPLAY = 224  # images are shown upscaled (nearest) to this side
 _LOCK = threading.Lock()  # one request at a time: the cached purifiers' strength is set per request
+_IMAGE_LABELS = {"clean": "clean", "adversarial": "adversarial", "purified": "purified adversarial",
+                 "residual": "residual P(x_adv) − P(x) (±ε: full contrast)"}
+_TOP3_LABELS = {"clean_top3": "clean: top-3", "adversarial_top3": "adversarial: top-3",
+                "purified_top3": "purified adversarial: top-3"}
+_OUTPUTS = (*_IMAGE_LABELS, *_TOP3_LABELS)  # the page's outputs, in the order `run` returns them
 
 
 @functools.lru_cache(maxsize=1)
@@ -139,7 +144,11 @@ def _top3(probabilities: torch.Tensor) -> dict[str, float]:
 
 
 def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None = None):
-    """The Gradio Blocks app; `.launch()` serves it. Needs the extra: `pip install "impure[app]"`."""
+    """The Gradio Blocks app; `.launch()` serves it. Needs the extra: `pip install "impure[app]"`.
+
+    The page opens on a worked example: the first sample, attacked with the default settings and purified,
+    computed here, so the images and predictions are there before anything is clicked.
+    """
     try:
         import gradio as gr
     except ImportError as error:
@@ -149,54 +158,57 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
     purifiers = purifiers or [name for name in bundled_names() if "resnet" not in name]
     classifiers = classifiers or [DEFAULT_CLASSIFIER]
     samples = sample_names()
+    defaults = dict(image=None, sample=samples[0], purifier=purifiers[0], classifier=classifiers[0],
+                    attack="PGD", eps_255=8, steps=10, strength=1.0, seed=0)
+    example = attack_and_purify(**defaults)
 
     def run(image, sample, purifier, classifier, attack, eps_255, steps, strength, seed):
         try:
             out = attack_and_purify(image, sample, purifier, classifier, attack, eps_255, steps, strength, seed)
         except (ValueError, OSError) as error:  # a user's mistake: a message in the page, not a traceback
             raise gr.Error(str(error)) from error
-        return (out["clean"], out["adversarial"], out["purified"], out["residual"], out["clean_top3"],
-                out["adversarial_top3"], out["purified_top3"])
+        return tuple(out[name] for name in _OUTPUTS)
 
     with gr.Blocks(title="impure: adversarial purification") as app:
         gr.Markdown("# impure: attack a classifier, then purify its input\n"
                     "Pick a CIFAR-10 sample or upload an image, choose the attack and its budget, and compare "
                     "the classifier's top-3 predictions on the clean, adversarial and purified images. The "
-                    "attack sees the classifier only (grey-box); everything runs offline on this machine.")
+                    "attack sees the classifier only (grey-box); everything runs offline on this machine. "
+                    "Shown below: the first sample, already attacked and purified.")
         with gr.Row():
             with gr.Column(scale=1):
-                sample = gr.Dropdown(samples, value=samples[0], label="sample image")
+                sample = gr.Dropdown(samples, value=defaults["sample"], label="sample image")
                 upload = gr.Image(type="numpy", label="or upload an image (used instead of the sample)",
-                                  sources=["upload"], height=160)
-                purifier = gr.Dropdown(purifiers, value=purifiers[0], label="purifier", allow_custom_value=True)
-                classifier = gr.Dropdown(classifiers, value=classifiers[0], label="classifier",
-                                         allow_custom_value=True)
-                attack = gr.Radio(list(ATTACKS), value="PGD", label="attack")
-                eps = gr.Slider(0, 16, value=8, step=1, label="ε (in 1/255)")
-                steps = gr.Slider(1, 40, value=10, step=1, label="PGD steps")
-                strength = gr.Slider(0.25, 4, value=1, step=0.25, label="purification strength")
-                seed = gr.Number(value=0, precision=0, label="seed")
+                                  sources=["upload"], height=120)
+                attack = gr.Radio(list(ATTACKS), value=defaults["attack"], label="attack")
+                eps = gr.Slider(0, 16, value=defaults["eps_255"], step=1, label="ε (in 1/255)")
                 button = gr.Button("Attack and purify", variant="primary")
+                with gr.Accordion("more settings", open=False):
+                    purifier = gr.Dropdown(purifiers, value=defaults["purifier"], label="purifier",
+                                           allow_custom_value=True)
+                    classifier = gr.Dropdown(classifiers, value=defaults["classifier"], label="classifier",
+                                             allow_custom_value=True)
+                    steps = gr.Slider(1, 40, value=defaults["steps"], step=1, label="PGD steps")
+                    strength = gr.Slider(0.25, 4, value=defaults["strength"], step=0.25,
+                                         label="purification strength")
+                    seed = gr.Number(value=defaults["seed"], precision=0, label="seed")
             with gr.Column(scale=3):
                 with gr.Row():
-                    clean_image = gr.Image(label="clean", height=224, format="png")
-                    adversarial_image = gr.Image(label="adversarial", height=224, format="png")
-                    purified_image = gr.Image(label="purified adversarial", height=224, format="png")
-                    residual_image = gr.Image(label="residual P(x_adv) − P(x), ±ε full contrast", height=224,
-                                               format="png")
+                    images = [gr.Image(value=example[name], label=label, height=224, format="png")
+                              for name, label in _IMAGE_LABELS.items()]
                 with gr.Row():
-                    clean_top = gr.Label(num_top_classes=3, label="clean: top-3")
-                    adversarial_top = gr.Label(num_top_classes=3, label="adversarial: top-3")
-                    purified_top = gr.Label(num_top_classes=3, label="purified adversarial: top-3")
+                    tops = [gr.Label(value=example[name], num_top_classes=3, label=label)
+                            for name, label in _TOP3_LABELS.items()]
         button.click(run, [upload, sample, purifier, classifier, attack, eps, steps, strength, seed],
-                     [clean_image, adversarial_image, purified_image, residual_image, clean_top, adversarial_top,
-                      purified_top], api_name="purify")
+                     [*images, *tops], api_name="purify")
     return app
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, *, block: bool = True, **launch: Any):
-    """Build the app and serve it on `host:port` (no share link, no analytics)."""
+    """Build the app and serve it on `host:port` (no share link, no analytics, and none of Gradio's own
+    console messages unless `quiet=False` is passed)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = build_app()
+    launch.setdefault("quiet", True)
     app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, **launch)
     return app
