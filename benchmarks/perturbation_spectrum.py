@@ -4,6 +4,9 @@ a purifier: why one classifier loses its robustness through the purifier when ot
     python benchmarks/perturbation_spectrum.py [--classifiers impure/cifar10-resnet20,cifar_resnet20,cifar_resnet56]
         [--purifier impure/cifar10] [--limit 100] [--seed 0] [--out benchmarks/results/perturbation-spectrum]
 
+A classifier is a name (the shared ResNets' weights are found in ../shared/models) or NAME@WEIGHTS, for
+weights of your own, e.g. cifar_resnet20@runs/demo-classifier/model.safetensors.
+
 On test_dev images 0 to --limit - 1: PGD-10 (ε 8/255, step 2/255) on each classifier alone; the radial power
 spectrum of the perturbation x_adv - x and of the residual P(x_adv) - P(x) that the purifier lets through (both
 purified with the same noise), per frequency band; the share of the perturbation's energy below a quarter of the
@@ -51,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     purifier = Purifier.from_pretrained(args.purifier)
     rows = []
     for name in names(args.classifiers):
-        weights = SHARED / "models" / WEIGHTS[name] if name in WEIGHTS else None
-        classifier, _ = resolve_classifier(name, weights)
+        architecture, _, weights = name.partition("@")
+        if not weights and architecture in WEIGHTS:
+            weights = SHARED / "models" / WEIGHTS[architecture]
+        classifier, _ = resolve_classifier(architecture, weights or None)
         classifier.eval()
         adversarial = PGD(classifier, eps=8 / 255, alpha=2 / 255, steps=10, seed=args.seed)(images, labels)
         with torch.no_grad():

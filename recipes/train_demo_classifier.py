@@ -1,10 +1,15 @@
 """Train the small CIFAR-10 classifier bundled for `impure demo` (a ResNet-20) on the CPU, resumably.
 
     python recipes/train_demo_classifier.py --out runs/demo-classifier [--epochs 15] [--threads 2]
+        [--data jpeg|lossless5k|jpeg5k|mixed] [--init WEIGHTS] [--weight-decay 5e-4]
 
-It trains on the 50,000 JPEG training images of ../shared/data/cifar10/train_jpeg.npz (random crops and
-flips), checkpoints after every epoch (atomically; rerun the same command to resume), and writes the final
-weights as float16 safetensors to OUT/model.safetensors, with the accuracy on test_dev.npz in OUT/card.json.
+By default it trains on the 50,000 JPEG training images of ../shared/data/cifar10/train_jpeg.npz (random crops
+and flips). `--data lossless5k` takes the 5,085 lossless training images of train_lossless_5k.npz instead, and
+`--data jpeg5k` the JPEG copies of the same 5,085 images (so the two differ only by JPEG's loss), and `--data
+mixed` all 50,000 with those 5,085 replaced by their lossless originals; `--init` starts
+from saved weights (a fine-tune). It checkpoints after every epoch (atomically; rerun the same command to
+resume), and writes the final weights as float16 safetensors to OUT/model.safetensors, with the accuracy on
+test_dev.npz in OUT/card.json.
 """
 
 from __future__ import annotations
@@ -24,6 +29,44 @@ from impure.data import CIFAR10JPEG, load_npz
 from impure.hub import save_file_atomic
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+DATA_CHOICES = ("jpeg", "lossless5k", "jpeg5k", "mixed")
+
+
+def training_images(data: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images (N, 3, 32, 32) in [0, 1] and labels that `--data` names."""
+    folder = SHARED / "data" / "cifar10"
+    train = CIFAR10JPEG(folder / "train_jpeg.npz")
+    images, labels = train.get_batch(torch.arange(len(train)))  # decoded once (~600 MB float)
+    if data == "jpeg":
+        return images, labels
+    lossless, lossless_labels = load_npz(folder / "train_lossless_5k.npz")
+    if data == "lossless5k":
+        return lossless, lossless_labels
+    copies = jpeg_copies(lossless, lossless_labels, images, labels)
+    if data == "jpeg5k":
+        return images[copies], lossless_labels
+    images[copies] = lossless
+    return images, labels
+
+
+def jpeg_copies(lossless: torch.Tensor, lossless_labels: torch.Tensor, jpeg: torch.Tensor,
+                jpeg_labels: torch.Tensor) -> torch.Tensor:
+    """Index into `jpeg` of each lossless image's JPEG copy: the nearest image of the same class (the JPEG
+    file is ordered by class, not as the official batches, so `train_index` does not address it)."""
+    copies = torch.empty(len(lossless_labels), dtype=torch.long)
+    for label in lossless_labels.unique():
+        mine, theirs = (lossless_labels == label).nonzero()[:, 0], (jpeg_labels == label).nonzero()[:, 0]
+        distances = torch.cdist(lossless[mine].flatten(1), jpeg[theirs].flatten(1))
+        copies[mine] = theirs[distances.argmin(1)]
+    error = (jpeg[copies] - lossless).abs().flatten(1).mean(1) * 255
+    if copies.unique().numel() != len(copies) or error.max() > 20:
+        raise RuntimeError(f"could not pair the lossless images with their JPEG copies (mean error up to "
+                           f"{error.max():.1f}/255)")
+    print(f"paired {len(copies)} lossless images with their JPEG copies: mean absolute difference "
+          f"{error.mean():.1f}/255 (largest {error.max():.1f})")
+    return copies
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -54,19 +97,22 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", choices=DATA_CHOICES, default="jpeg", help="training images (default jpeg)")
+    parser.add_argument("--init", type=Path, help="start from these cifar_resnet20 weights (a fine-tune)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    train = CIFAR10JPEG(SHARED / "data" / "cifar10" / "train_jpeg.npz")
-    train_images, train_labels = train.get_batch(torch.arange(len(train)))  # decoded once, ~600 MB float
+    train_images, train_labels = training_images(args.data)
     test_images, test_labels = load_npz(SHARED / "data" / "cifar10" / "test_dev.npz")
 
     torch.manual_seed(args.seed)
-    model = cifar_resnet20()
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    steps_per_epoch = len(train) // args.batch_size
+    model = cifar_resnet20(args.init).float() if args.init else cifar_resnet20()
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
+                                weight_decay=args.weight_decay)
+    steps_per_epoch = len(train_labels) // args.batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
                                                    steps_per_epoch=steps_per_epoch, pct_start=0.2)
     generator = torch.Generator().manual_seed(args.seed)
@@ -82,7 +128,7 @@ def main() -> None:
 
     for epoch in range(start_epoch, args.epochs):
         model.train()
-        order = torch.randperm(len(train), generator=generator)
+        order = torch.randperm(len(train_labels), generator=generator)
         started, seen = time.perf_counter(), 0
         bar = tqdm(order[: steps_per_epoch * args.batch_size].split(args.batch_size), desc=f"epoch {epoch + 1}")
         for batch in bar:
@@ -105,7 +151,8 @@ def main() -> None:
     weights = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     save_file_atomic(weights, args.out / "model.safetensors")
     check = cifar_resnet20(args.out / "model.safetensors")
-    card = dict(architecture="cifar_resnet20", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    card = dict(architecture="cifar_resnet20", data=args.data, init=str(args.init) if args.init else None,
+                epochs=args.epochs, weight_decay=args.weight_decay, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, test_dev_accuracy_fp32=accuracy(model, test_images, test_labels),
                 test_dev_accuracy_fp16_weights=accuracy(check, test_images, test_labels))
     (args.out / "card.json").write_text(json.dumps(card, indent=1))
