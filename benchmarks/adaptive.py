@@ -26,7 +26,7 @@ from _common import DATA, SHARED, WEIGHTS, names, positive_int
 from impure._atomic import atomic_write
 from impure.data import load_npz
 from impure.evaluation import AdaptiveReport, adaptive_evaluation, resolve_purifier
-from impure.evaluation.report import _percent
+from impure.formatting import percent
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -75,10 +75,10 @@ def summary(reports: dict[str, AdaptiveReport], classifier: str, start: int) -> 
              "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 2) + "---|"]
     for label, report in reports.items():
         by_key = {(e.attack, e.threat): e for e in report.main.attacks}
-        cells = [label, _percent(report.main.defended_accuracy)]
-        cells += [_percent(by_key[a, t].robust_accuracy) for a in attacks for t in ("grey-box", "white-box")]
+        cells = [label, percent(report.main.defended_accuracy)]
+        cells += [percent(by_key[a, t].robust_accuracy) for a in attacks for t in ("grey-box", "white-box")]
         cells += ["—" if by_key[a, "white-box"].robust_every_draw is None
-                  else _percent(by_key[a, "white-box"].robust_every_draw) for a in attacks]
+                  else percent(by_key[a, "white-box"].robust_every_draw) for a in attacks]
         failed = [c.name for c in report.checks if not c.passed]
         cells.append("all passed" if not failed else "FAILED: " + "; ".join(failed))
         lines.append("| " + " | ".join(cells) + " |")

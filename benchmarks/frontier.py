@@ -35,6 +35,7 @@ from _common import (
 )
 
 from impure.evaluation import EvaluationResult, frontier_table
+from impure.formatting import in_255
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         table = (
             f"Grey-box robust accuracy (%) of {first.classifier} (alone: {100 * first.clean_accuracy:.1f} % "
             f"clean) on {first.num_images} images of test_dev.npz from image {args.start}, ℓ∞ ε = "
-            f"{args.eps * 255:.3g}/255; mean and worst case over {', '.join(attacks)}; ★: on the Pareto frontier "
+            f"{in_255(args.eps)}; mean and worst case over {', '.join(attacks)}; ★: on the Pareto frontier "
             f"of clean accuracy through the defence and the grey-box mean. Device {first.device}, seed "
             f"{args.seed}, {minutes:.1f} min in all. Attack settings: {json.dumps(first.settings['attacks'])}."
             f"\n\n" + frontier_table(results, attack="pgd")

@@ -41,6 +41,7 @@ from _common import (
 )
 
 from impure.evaluation import DEFAULT_ATTACKS, THREATS, EvaluationResult, summary_table
+from impure.formatting import in_255
 
 _THREAT_SETS = {"both": ("grey-box", "white-box"), "all": THREATS}
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             own_attacks = f" White-box and BPDA rows: mean and worst case over {', '.join(args.white_box_attacks)}."
         table = (
             f"Robust accuracy (%) of the shared CIFAR-10 ResNets on test_dev.npz (column *images*: N images from "
-            f"image {args.start}), ℓ∞ ε = {args.eps * 255:.3g}/255, device {first.device}, seed {args.seed}, "
+            f"image {args.start}), ℓ∞ ε = {in_255(args.eps)}, device {first.device}, seed {args.seed}, "
             f"{minutes:.1f} min in all. Without a defence every threat model is the same attack (grey-box row). "
             f"White-box: exact gradients through the defence, EOT over a stochastic one; BPDA: identity backward "
             f"through it. images/s: classifier behind the defence and classifier alone, timed side by side on the "

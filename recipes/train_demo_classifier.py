@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from impure.classifiers import cifar_resnet20
 from impure.data import CIFAR10JPEG, load_npz
-from impure.hub import save_file_atomic
+from impure.hub_files import save_file_atomic
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -31,6 +31,7 @@ from statistics import fmean
 from impure.cards import model_card
 from impure.config import PurifierConfig
 from impure.evaluation import AdaptiveReport, EvaluationResult, choose_by_seed_means, seed_means
+from impure.formatting import format_eps, percent
 from impure.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +44,6 @@ LABELS = {"none": "no defence", "jpeg75": "JPEG q75"}
 REPORT_START = 250  # the reported split: test_dev images 250-499 (settings are chosen on 0-249)
 BLOCKS = {"cifar10-results": [ROOT / "README.md"],
           "adaptive-results": [ROOT / "README.md", ROOT / "docs" / "evaluation.md"]}
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def _in_255(value: float) -> str:
-    return f"{value * 255:g}/255"
 
 
 def _lr(value: float) -> str:
@@ -77,9 +70,9 @@ def report_table(results: list[dict]) -> str:
         worst = min(scores, key=scores.get)
         name = LABELS.get(result["defence"], f"**{result['defence']}**")
         psnr = "—" if result["psnr"] is None else f"{result['psnr']:.1f}"
-        lines.append(f"| {name} | {_percent(result['defended_accuracy'])} | {psnr} | "
-                     + " | ".join(_percent(scores[a]) for a in attacks)
-                     + f" | {_percent(result['mean']['grey-box'])} | {_percent(scores[worst])} ({TITLES[worst]}) |")
+        lines.append(f"| {name} | {percent(result['defended_accuracy'])} | {psnr} | "
+                     + " | ".join(percent(scores[a]) for a in attacks)
+                     + f" | {percent(result['mean']['grey-box'])} | {percent(scores[worst])} ({TITLES[worst]}) |")
     return "\n".join(lines)
 
 
@@ -87,8 +80,8 @@ def selection_table(results: list[dict]) -> str:
     lines = ["| defence | clean | grey-box mean (FGSM, PGD, MI-FGSM, APGD-DLR) | PSNR (dB) |", "|---|---:|---:|---:|"]
     for result in results:
         psnr = "—" if result["psnr"] is None else f"{result['psnr']:.1f}"
-        lines.append(f"| {LABELS.get(result['defence'], result['defence'])} | {_percent(result['defended_accuracy'])} "
-                     f"| {_percent(result['mean']['grey-box'])} | {psnr} |")
+        lines.append(f"| {LABELS.get(result['defence'], result['defence'])} | {percent(result['defended_accuracy'])} "
+                     f"| {percent(result['mean']['grey-box'])} | {psnr} |")
     return "\n".join(lines)
 
 
@@ -172,7 +165,7 @@ def seed_text(bundled: str) -> str:
     rows = seed_means({seed: [EvaluationResult.from_dict({**seeds[seed], "defence": label})
                               for label, seeds in runs.items()] for seed in SEEDS})  # fmt: skip
     rows.sort(key=lambda row: -row["clean"]["mean"])
-    listed = "; ".join(f"{row['defence']} {_percent(row['clean']['mean'])} / {_percent(row['mean']['mean'])} %"
+    listed = "; ".join(f"{row['defence']} {percent(row['clean']['mean'])} / {percent(row['mean']['mean'])} %"
                        for row in rows)  # fmt: skip
     seed_folders = ", ".join(f"`{name}/seed*`" for name in dict.fromkeys(path.parts[-3] for path in SEED_RUNS))
     text = (f"The purifier's noise is random, and one draw moves these numbers by a few points: repeated with noise "
@@ -211,8 +204,8 @@ def report_seed_text() -> str:
             results = _json(RESULTS / folder / "robustness.json")["results"]
             rows.append(next(r for r in results if r["defence"] == label))
         clean, grey = [r["defended_accuracy"] for r in rows], [r["mean"]["grey-box"] for r in rows]
-        parts.append(f"{name} {_percent(fmean(clean))} % clean ({', '.join(map(_percent, clean))} with "
-                     f"seeds {', '.join(str(r['seed']) for r in rows)}) and {_percent(fmean(grey))} % grey-box mean")
+        parts.append(f"{name} {percent(fmean(clean))} % clean ({', '.join(map(percent, clean))} with "
+                     f"seeds {', '.join(str(r['seed']) for r in rows)}) and {percent(fmean(grey))} % grey-box mean")
         means.append((fmean(clean), fmean(grey), max(clean) - min(clean), max(grey) - min(grey)))
     (ours_clean, ours_grey, *spread), (old_clean, old_grey, *old_spread) = means
     text = ("Repeated with other noise seeds on the same images (`benchmarks/results/" + _REPORT + "/*seed*`), "
@@ -226,7 +219,7 @@ def report_seed_text() -> str:
 
 
 def report_protocol(first: dict) -> str:
-    return (f"ResNet-56 (never used in training; {_percent(first['clean_accuracy'])} % clean alone), grey-box "
+    return (f"ResNet-56 (never used in training; {percent(first['clean_accuracy'])} % clean alone), grey-box "
             f"(the attacks see the bare classifier), the paper's nine attacks at ℓ∞ ε = 8/255, on test_dev "
             f"images 250-499 ({first['num_images']} images; the strength was chosen on images 0-249), seed "
             f"{first['seed']}, one purification per image. Accuracy in %; *clean* is the accuracy through the "
@@ -261,11 +254,11 @@ def adaptive_table(reports: dict[str, AdaptiveReport]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 2) + "---|"]
     for label, report in reports.items():
         by_key = {(e.attack, e.threat): e for e in report.main.attacks}
-        cells = [f"**{label}**", _percent(report.main.defended_accuracy), f"{report.main.psnr:.1f}"]
+        cells = [f"**{label}**", percent(report.main.defended_accuracy), f"{report.main.psnr:.1f}"]
         for a in attacks:
             white = by_key[a, "white-box"]
-            cells += [_percent(by_key[a, "grey-box"].robust_accuracy), _percent(white.robust_accuracy),
-                      "—" if white.robust_every_draw is None else _percent(white.robust_every_draw)]
+            cells += [percent(by_key[a, "grey-box"].robust_accuracy), percent(white.robust_accuracy),
+                      "—" if white.robust_every_draw is None else percent(white.robust_every_draw)]
         failed = [c.name for c in report.checks if not c.passed]
         cells.append("all passed" if not failed else "FAILED: " + "; ".join(failed))
         lines.append("| " + " | ".join(cells) + " |")
@@ -293,7 +286,7 @@ def adaptive_block(reports: dict[str, AdaptiveReport]) -> str:
         checks = "; ".join(f"{'passed' if c.passed else 'FAILED'}: {c.name} ({c.detail})" for c in report.checks)
         curve = ""
         if report.convergence:
-            points = ", ".join(f"{p.steps} steps × {p.eot_samples} draws: {_percent(p.robust_accuracy)} %"
+            points = ", ".join(f"{p.steps} steps × {p.eot_samples} draws: {percent(p.robust_accuracy)} %"
                                for p in report.convergence)
             count = report.high_eps.num_images if report.high_eps else ""
             curve = (f" Convergence of white-box PGD on the first {count}"
@@ -376,9 +369,9 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     sections = [
         "## Grey-box robustness against the baselines",
         report_protocol(results[0]) + "\n\n" + report_table(results),
-        f"It beats JPEG q75's grey-box mean ({_percent(jpeg['mean']['grey-box'])} %) at "
-        f"{_percent(ours['defended_accuracy'])} % clean accuracy through it "
-        f"(JPEG: {_percent(jpeg['defended_accuracy'])} %). {report_seed_text()}",
+        f"It beats JPEG q75's grey-box mean ({percent(jpeg['mean']['grey-box'])} %) at "
+        f"{percent(ours['defended_accuracy'])} % clean accuracy through it "
+        f"(JPEG: {percent(jpeg['defended_accuracy'])} %). {report_seed_text()}",
         f"Strengths compared on images 0-249 (FGSM, PGD-10, MI-FGSM, APGD-DLR; "
         f"`benchmarks/results/campaign-cifar10/selection-stretch{{{selection_stretches}}}`, noise seed 0, the rule in "
         "`recipes/CAMPAIGN.md`); "
@@ -392,8 +385,8 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         f"(ViT-B on ImageNet-scale training) and {strength:g}× stronger than stretch 4's t "
         f"{SELECTION_NOISE_T[0]}/{SELECTION_NOISE_T[1]}. A better-trained purifier "
         "tolerates more masking: at strength 6 the deep branch kept "
-        f"{_percent(by_label['stretch 5, deeper (6/3 blocks) s=6']['defended_accuracy'])} % clean where the "
-        f"4 / 2-block stretch 5 kept {_percent(by_label['stretch 5 s=6']['defended_accuracy'])} %.",
+        f"{percent(by_label['stretch 5, deeper (6/3 blocks) s=6']['defended_accuracy'])} % clean where the "
+        f"4 / 2-block stretch 5 kept {percent(by_label['stretch 5 s=6']['defended_accuracy'])} %.",
     ]
     if name in reports:
         sections += ["## Adaptive attacks", adaptive_block({name: reports[name]}) + "\n\nAgainst an attacker who "
@@ -439,8 +432,8 @@ def cifar10_robust_card(reports: dict[str, AdaptiveReport]) -> str | None:
                 f"(image) and {config.train_feature_noise_t[0]}-{config.train_feature_noise_t[1]} (feature), by "
                 "`configs/cifar10-robust.toml` (`bash recipes/train_cifar10_robust.sh`, every stretch in "
                 "`recipes/CAMPAIGN.md`): each step attacks `PurifiedClassifier(current purifier, frozen ResNet-20)` "
-                f"with {attack.name.upper()}-{attack.options['steps']} (ε {_in_255(attack.options['eps'])}, step "
-                f"{_in_255(attack.options['alpha'])}, random start, exact gradients"
+                f"with {attack.name.upper()}-{attack.options['steps']} (ε {format_eps(attack.options['eps'])}, step "
+                f"{format_eps(attack.options['alpha'])}, random start, exact gradients"
                 + (f", EOT over {robust.eot_samples} draws" if robust.eot_samples > 1 else "")
                 + "), alternating between two ResNet-20s (the shared one and impure/cifar10-resnet20), then trains "
                 "on pixel L1 + ResNet-20 feature L1 on patch-mixed images (clean targets) + "
@@ -461,7 +454,7 @@ def cifar10_robust_card(reports: dict[str, AdaptiveReport]) -> str | None:
                 "## Limits", f"Fine-tuned on a CPU{f' for {images:,} images' if images else ''}. The project's "
                 f"target, ≥ 15 % under the worse of the white-box attacks at ≥ 70 % clean, is "
                 f"{'' if reached else 'not '}reached on these images (worse white-box attack "
-                f"{_percent(worst_white)} %, clean {_percent(clean)} %). The purifier "
+                f"{percent(worst_white)} %, clean {percent(clean)} %). The purifier "
                 "is stochastic at this strength: the *every draw* columns are what an attacker who may resubmit an "
                 "image faces."]
     description = ("A robust fine-tune of impure/cifar10 for 32 × 32 CIFAR-10 images (IMPure, "
@@ -489,9 +482,9 @@ def robust_selection_text() -> str:
              "| purifier | clean | grey-box PGD-10 | white-box EOT-PGD-10 | PSNR (dB) |", "|---|---:|---:|---:|---:|"]
     for label, result in grey.items():
         name = _SELECTION_NAMES.get(label) or label.replace("candidate", _SELECTION_NAMES["candidate"])
-        white_box = _percent(white[label]["attacks"][0]["robust_accuracy"]) if label in white else "—"
-        lines.append(f"| {name} | {_percent(result['defended_accuracy'])} | "
-                     f"{_percent(result['attacks'][0]['robust_accuracy'])} | {white_box} | {result['psnr']:.1f} |")
+        white_box = percent(white[label]["attacks"][0]["robust_accuracy"]) if label in white else "—"
+        lines.append(f"| {name} | {percent(result['defended_accuracy'])} | "
+                     f"{percent(result['attacks'][0]['robust_accuracy'])} | {white_box} | {result['psnr']:.1f} |")
     return "\n".join(lines)
 
 
@@ -514,8 +507,8 @@ def cifar10_s_card() -> str:
         if result["defence"] == name:
             for threat in result["threats"]:
                 lines.append(f"| {result['classifier']} | {threat} | {result['num_images']} | "
-                             f"{_percent(result['defended_accuracy'])} | {_percent(result['mean'][threat])} | "
-                             f"{_percent(result['worst_case'][threat])} |")
+                             f"{percent(result['defended_accuracy'])} | {percent(result['mean'][threat])} | "
+                             f"{percent(result['worst_case'][threat])} |")
     sections = ["## First measurements (test_dev images 0-199; adaptive: 0-49, EOT 8)", "\n".join(lines),
                 "Superseded by impure/cifar10, which continues its training."]
     return str(model_card(config, name=name, description="The first bundled IMPure purifier for 32 × 32 CIFAR-10 "

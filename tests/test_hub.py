@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import impure.hub
+import impure.hub_files
 from impure import Purifier, PurifierConfig
 
 
@@ -94,8 +94,8 @@ def test_only_safetensors_are_read(tmp_path):
 
 def test_bundled_names_resolve_inside_the_package(tmp_path, monkeypatch):
     _purifier().save_pretrained(tmp_path / "demo-net")
-    monkeypatch.setattr(impure.hub, "BUNDLED_ROOT", tmp_path)
-    assert impure.hub.bundled_names() == ["impure/demo-net"]
+    monkeypatch.setattr(impure.hub_files, "BUNDLED_ROOT", tmp_path)
+    assert impure.hub_files.bundled_names() == ["impure/demo-net"]
     assert Purifier.from_pretrained("impure/demo-net").config.mask_mode == "token"
 
 

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # The model is built on timm's blocks: import it on first use, so that `import impure` stays light.
     if name == "Purifier":
-        from .model import Purifier
+        from .hub import Purifier
 
         return Purifier
     raise AttributeError(f"module 'impure' has no attribute {name!r}")

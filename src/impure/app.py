@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .demo import CIFAR10_CLASSES, DEFAULT_CLASSIFIER, DEFAULT_PURIFIER, load_demo_images
-from .model import Purifier
+from .hub import Purifier
 
 __all__ = ["ATTACKS", "attack_and_purify", "build_app", "sample_names"]
 
@@ -153,7 +153,7 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
         import gradio as gr
     except ImportError as error:
         raise ImportError('the web demo needs Gradio: pip install "impure[app]"') from error
-    from .hub import bundled_names
+    from .hub_files import bundled_names
 
     purifiers = purifiers or [name for name in bundled_names() if "resnet" not in name]
     classifiers = classifiers or [DEFAULT_CLASSIFIER]

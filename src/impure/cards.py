@@ -9,14 +9,12 @@ table with its protocol.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from impure.config import PurifierConfig
-
-if TYPE_CHECKING:
-    from impure.evaluation.report import EvaluationResult
+from impure.formatting import format_eps, percent
 
 __all__ = ["PAPER_URL", "model_card"]
 
@@ -27,7 +25,7 @@ _DATASETS = {32: ("cifar10", "CIFAR-10"), 224: ("imagenet-1k", "ImageNet-1k")}
 
 
 def model_card(config: PurifierConfig, *, name: str | None = None,
-               evaluation: EvaluationResult | Sequence[EvaluationResult] | None = None,
+               evaluation: Any = None,
                training: str | dict[str, Any] | None = None, license: str = "mit",
                dataset: tuple[str, str] | None = None, description: str | None = None,
                sections: Sequence[str] = ()) -> ModelCard:
@@ -36,8 +34,9 @@ def model_card(config: PurifierConfig, *, name: str | None = None,
     Args:
         config: the purifier's architecture (`purifier.config`).
         name: the name users load it by (e.g. "impure/cifar10" or "org/name"); default a placeholder.
-        evaluation: one or more `EvaluationResult`s (`impure.evaluation.evaluate`) with this purifier as
-            the defence: their table, protocol and `model-index` metrics go on the card.
+        evaluation: one `EvaluationResult` or a sequence of them (`impure.evaluation.evaluate`, a layer above
+            this one: the card reads them by attribute) with this purifier as the defence: their table,
+            protocol and `model-index` metrics go on the card.
         training: the training recipe: Markdown text, or a Trainer config (`TrainConfig.to_dict()`), shown
             as the settings that decide the weights.
         license: the licence of the weights (an SPDX id the Hub knows).
@@ -123,30 +122,26 @@ def _training_settings(config: dict[str, Any]) -> str:
     return "Trained with `impure train` (the Trainer); the settings that decide the weights:\n\n" + "\n".join(lines)
 
 
-def _evaluation_section(result: EvaluationResult) -> str:
-    from impure.evaluation.report import _eps_text, _percent
-
+def _evaluation_section(result: Any) -> str:
     threats = ", ".join(result.threats)
     protocol = (f"Protocol: {result.classifier} behind the purifier on {result.data} ({result.num_images} images), "
-                f"ℓ∞ ε = {_eps_text(result.eps)}, threat models {threats} (grey-box: attacks on the bare classifier; "
+                f"ℓ∞ ε = {format_eps(result.eps)}, threat models {threats} (grey-box: attacks on the bare classifier; "
                 f"white-box: exact gradients through the purifier, EOT over {result.eot_samples} draws), seed "
                 f"{result.seed}, one purification per image; `impure.evaluation.evaluate`.")
     lines = [protocol, "", "| attack | " + " | ".join(result.threats) + " |", "|---|" + "---:|" * len(result.threats)]
     by_key = {(e.attack, e.threat): e.robust_accuracy for e in result.attacks}
-    lines.append("| clean (through the purifier) | " + " | ".join(_percent(result.defended_accuracy)
+    lines.append("| clean (through the purifier) | " + " | ".join(percent(result.defended_accuracy)
                                                               for _ in result.threats) + " |")
     for attack in dict.fromkeys(e.attack for e in result.attacks):
-        cells = ["—" if (attack, t) not in by_key else _percent(by_key[attack, t]) for t in result.threats]
+        cells = ["—" if (attack, t) not in by_key else percent(by_key[attack, t]) for t in result.threats]
         lines.append(f"| {attack} | " + " | ".join(cells) + " |")
-    lines.append("| **mean** | " + " | ".join(_percent(result.mean[t]) for t in result.threats) + " |")
+    lines.append("| **mean** | " + " | ".join(percent(result.mean[t]) for t in result.threats) + " |")
     psnr = "" if result.psnr is None else f" PSNR of the purified clean images: {result.psnr:.1f} dB."
-    return "\n".join(lines) + f"\n\nAccuracy in %; the bare classifier: {_percent(result.clean_accuracy)} %.{psnr}"
+    return "\n".join(lines) + f"\n\nAccuracy in %; the bare classifier: {percent(result.clean_accuracy)} %.{psnr}"
 
 
-def _eval_results(result: EvaluationResult, dataset_id: str, dataset_name: str) -> list[EvalResult]:
+def _eval_results(result: Any, dataset_id: str, dataset_name: str) -> list[EvalResult]:
     """`model-index` entries: clean accuracy through the purifier and the mean robust accuracy per threat."""
-    from impure.evaluation.report import _eps_text
-
     common = {"task_type": "image-classification", "task_name": "Adversarial purification",
               "dataset_type": dataset_id or result.data, "dataset_name": dataset_name or result.data,
               "dataset_split": "test"}
@@ -156,7 +151,8 @@ def _eval_results(result: EvaluationResult, dataset_id: str, dataset_name: str) 
         attacks = ", ".join(dict.fromkeys(e.attack for e in result.attacks if e.threat == threat))
         entries.append(EvalResult(
             metric_type="accuracy", metric_value=round(100 * result.mean[threat], 2),
-            metric_name=f"{threat} robust accuracy, mean of {attacks}, ε {_eps_text(result.eps)} ({result.classifier})",
+            metric_name=(f"{threat} robust accuracy, mean of {attacks}, ε {format_eps(result.eps)} "
+                         f"({result.classifier})"),
             **common))
     return entries
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from .model import Purifier
+from .formatting import in_255
+from .hub import Purifier
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -162,8 +163,8 @@ class DemoResult:
             f"images      {self.source}",
             f"classifier  {self.classifier}",
             f"purifier    {self.purifier} (strength {self.strength:g})",
-            f"attack      PGD on the classifier alone (grey-box): eps {_in_255(self.eps)}, "
-            f"{self.steps} steps of {_in_255(self.alpha)}",
+            f"attack      PGD on the classifier alone (grey-box): eps {in_255(self.eps)}, "
+            f"{self.steps} steps of {in_255(self.alpha)}",
             "",
             *(f"  {name:<22}{float(c.float().mean()):>7.1%}  ({int(c.sum())}/{self.count})" for name, c in rows),
             f"  ({self.count} images: a demonstration, each accuracy within about "
@@ -173,9 +174,9 @@ class DemoResult:
                "sit at lower frequencies, which the purifier keeps, so the purified attack does worse here than on "
                "the shared ResNets; docs/training.md)"] if self.classifier == DEFAULT_CLASSIFIER else []),
             "",
-            f"perturbation  x_adv - x         L-inf max {_in_255(float(self.perturbation_linf.max()))}, "
+            f"perturbation  x_adv - x         L-inf max {in_255(float(self.perturbation_linf.max()))}, "
             f"L2 mean {float(self.perturbation_l2.mean()):.3f}",
-            f"residual      P(x_adv) - P(x)   L-inf max {_in_255(float(self.residual_linf.max()))}, "
+            f"residual      P(x_adv) - P(x)   L-inf max {in_255(float(self.residual_linf.max()))}, "
             f"L2 mean {float(self.residual_l2.mean()):.3f} ({ratio:.2f} x the perturbation's)",
             f"time          {total:.1f} s on {self.device}: {stages}",
         ]
@@ -209,7 +210,7 @@ class DemoResult:
         accuracy = self.accuracies
         lines = [
             f"{self.classifier} behind the purifier {self.purifier} (strength {self.strength:g}): PGD on the "
-            f"classifier alone (grey-box), eps {_in_255(self.eps)}, {self.steps} steps, {self.count} images",
+            f"classifier alone (grey-box), eps {in_255(self.eps)}, {self.steps} steps, {self.count} images",
             "accuracy: " + "   ".join(f"{name} {accuracy[key]:.0%}" for key, name in _ACCURACY_NAMES.items()),
         ]
         legend = (f"frame: green = classified correctly, red = wrong, with the predicted class below; "
@@ -325,8 +326,3 @@ def run_demo(
                                                           "residual_linf", "residual_l2")},
         examples={name: kept[name] for name in ("clean", "adversarial", "purified_clean", "purified")},
     )
-
-
-def _in_255(value: float) -> str:
-    """A pixel distance on the [0, 1] scale written in 1/255 steps, e.g. "8/255"."""
-    return f"{value * 255:.3g}/255"

@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from impure._state import load_state_dict_strict, read_state_dict
+from impure.config import IMAGENET_MEAN, IMAGENET_STD
 from impure.mixing import DEFAULT_FRACTIONS, mix_patches
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
     "torchvision_pretrained_state",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # The paper's perceptual nodes in torchvision's VGG19-BN: relu4_4, relu5_4 and the fc6 ReLU, weights 30/10/10.
 PAPER_FEATURE_NODES = {"features.38": 30.0, "features.51": 10.0, "classifier.1": 10.0}
 

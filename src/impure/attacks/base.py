@@ -67,7 +67,9 @@ class Attack:
 
     The model runs in eval mode with its parameters' `requires_grad` off during the attack; both are
     restored afterwards, even on error. Work happens on the images' device. A subclass implements
-    `_perturb(images, labels, target_labels, generator)`.
+    `_perturb(images, labels, target_labels, generator)`. A model with a method
+    `loss_gradient(images, loss) -> (gradient, logits)`, such as `EOT`, supplies the gradient the attack
+    ascends itself (EOT: the mean over its passes).
 
     Args:
         model: a classifier mapping (N, 3, H, W) images in [0, 1] to (N, classes) logits.
@@ -200,16 +202,15 @@ class Attack:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient of `loss(logits(transform(images)))` (a per-sample vector, summed) w.r.t. images, and
         the logits."""
-        from .eot import EOT
-
-        if isinstance(self.model, EOT):  # the mean of the passes' gradients, in memory-bounded chunks
+        loss_gradient = getattr(self.model, "loss_gradient", None)
+        if loss_gradient is not None:  # e.g. EOT: the mean of the passes' gradients, in memory-bounded chunks
             if transform is None:
-                grad, logits = self.model.loss_gradient(images, loss)
+                grad, logits = loss_gradient(images, loss)
                 return grad, self._checked_logits(logits, images.shape[0])
             inputs = images.detach().requires_grad_(True)
             with torch.enable_grad():
                 transformed = transform(inputs)
-            grad, logits = self.model.loss_gradient(transformed.detach(), loss)
+            grad, logits = loss_gradient(transformed.detach(), loss)
             (grad,) = torch.autograd.grad(transformed, inputs, grad)  # back through the transform
             return grad, self._checked_logits(logits, images.shape[0])
         images = images.detach().requires_grad_(True)

@@ -8,9 +8,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..classifier import PurifiedClassifier
 from .base import check_count
 
-__all__ = ["EOT"]
+__all__ = ["EOT", "adaptive_target"]
 
 
 class EOT(nn.Module):
@@ -73,3 +74,21 @@ class EOT(nn.Module):
             grad += chunk_grad
             mean_logits = mean_logits + logits.detach().sum(dim=0)
         return grad / self.samples, mean_logits / self.samples
+
+
+def adaptive_target(defence: nn.Module, classifier: nn.Module, *, gradient: str = "full", eot_samples: int = 1,
+                    batch_size: int = 256) -> nn.Module:
+    """The model an adaptive (white-box or BPDA) attack differentiates: `PurifiedClassifier(defence,
+    classifier, gradient=gradient)`, averaged over `eot_samples` passes with `EOT` when more than one, all in
+    eval mode (new modules start in training mode, and an attack restores its model's mode, which would
+    otherwise put the classifier's BatchNorm layers into training mode).
+
+    Args:
+        defence: the purifier (or any input transformation).
+        classifier: the classifier behind it.
+        gradient: "full" (exact gradients through the defence) or "bpda" (identity on the backward pass).
+        eot_samples: passes averaged; 1 means no EOT.
+        batch_size: the most images x passes in one EOT forward pass.
+    """
+    target = PurifiedClassifier(defence, classifier, gradient=gradient).eval()
+    return EOT(target, samples=eot_samples, batch_size=batch_size).eval() if eot_samples > 1 else target

@@ -10,6 +10,15 @@ from typing import Any
 
 from torch import nn
 
+from .apgd import APGD
+from .bim import BIM
+from .cw import CW
+from .deepfool import DeepFool
+from .difgsm import DIFGSM
+from .fgsm import FGSM
+from .mifgsm import MIFGSM
+from .pgd import PGD
+
 __all__ = ["DEFAULT_ATTACKS", "attack_settings", "build_attack", "check_attack_names", "list_attacks"]
 
 
@@ -18,19 +27,19 @@ def _iterative(eps: float) -> dict[str, Any]:
     return {"eps": eps, "alpha": eps / 4}
 
 
-# name -> (class in impure.attacks, its keyword arguments at a given ε); other arguments keep the class
+# name -> (attack class, its keyword arguments at a given ε); other arguments keep the class
 # defaults (10 steps, C&W confidence 40, DeepFool 50 iterations with overshoot 0.02, ...).
-_SUITE: dict[str, tuple[str, Callable[[float], dict[str, Any]]]] = {
-    "fgsm": ("FGSM", lambda eps: {"eps": eps}),
-    "bim": ("BIM", _iterative),
-    "pgd": ("PGD", lambda eps: {**_iterative(eps), "random_start": True}),
-    "mifgsm": ("MIFGSM", lambda eps: {**_iterative(eps), "decay": 1.0}),
-    "difgsm": ("DIFGSM", lambda eps: {**_iterative(eps), "decay": 0.0, "resize_rate": 0.9, "diversity_prob": 0.5}),
-    "mdi2fgsm": ("DIFGSM", lambda eps: {**_iterative(eps), "decay": 1.0, "resize_rate": 0.9, "diversity_prob": 0.5}),
-    "apgd-ce": ("APGD", lambda eps: {"eps": eps, "loss": "ce"}),
-    "apgd-dlr": ("APGD", lambda eps: {"eps": eps, "loss": "dlr"}),
-    "cw": ("CW", lambda eps: {"eps": eps, "kappa": 40.0}),
-    "deepfool": ("DeepFool", lambda eps: {"eps": eps, "overshoot": 0.02}),
+_SUITE: dict[str, tuple[type, Callable[[float], dict[str, Any]]]] = {
+    "fgsm": (FGSM, lambda eps: {"eps": eps}),
+    "bim": (BIM, _iterative),
+    "pgd": (PGD, lambda eps: {**_iterative(eps), "random_start": True}),
+    "mifgsm": (MIFGSM, lambda eps: {**_iterative(eps), "decay": 1.0}),
+    "difgsm": (DIFGSM, lambda eps: {**_iterative(eps), "decay": 0.0, "resize_rate": 0.9, "diversity_prob": 0.5}),
+    "mdi2fgsm": (DIFGSM, lambda eps: {**_iterative(eps), "decay": 1.0, "resize_rate": 0.9, "diversity_prob": 0.5}),
+    "apgd-ce": (APGD, lambda eps: {"eps": eps, "loss": "ce"}),
+    "apgd-dlr": (APGD, lambda eps: {"eps": eps, "loss": "dlr"}),
+    "cw": (CW, lambda eps: {"eps": eps, "kappa": 40.0}),
+    "deepfool": (DeepFool, lambda eps: {"eps": eps, "overshoot": 0.02}),
 }
 _NOT_SETTINGS = ("self", "model", "seed", "generator")
 # Class names that are not attack names themselves (the others, lower-cased, are).
@@ -54,9 +63,7 @@ def _check_name(name: str) -> str:
 
 
 def _attack_class(name: str) -> type:
-    from impure import attacks
-
-    return getattr(attacks, _SUITE[_check_name(name)][0])
+    return _SUITE[_check_name(name)][0]
 
 
 def attack_settings(name: str, eps: float, steps: int | None = None, **overrides: Any) -> dict[str, Any]:

@@ -8,13 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ._loading import load_weights
 
 __all__ = ["CifarResNet", "cifar_resnet20", "cifar_resnet56"]
 
 # The shared checkpoints were trained on inputs normalised with ImageNet statistics.
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 
 class BasicBlock(nn.Module):
@@ -54,8 +53,8 @@ class CifarResNet(nn.Module):
         super().__init__()
         if blocks_per_stage < 1:
             raise ValueError(f"blocks_per_stage must be >= 1, got {blocks_per_stage}")
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.layer1 = self._stage(16, 16, blocks_per_stage, stride=1)

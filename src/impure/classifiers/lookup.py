@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .._state import load_state_dict_strict
+from .registry import list_classifiers, load_classifier
 
 __all__ = ["Normalized", "resolve_classifier"]
 
@@ -69,9 +70,7 @@ def resolve_classifier(classifier: Any, weights: str | os.PathLike | None = None
         return _timm_model(spec.split(":", 1)[1], weights), spec
     if ":" in spec and not path.exists():
         return _call_factory(spec), spec
-    from impure import classifiers
-
-    names = classifiers.list_classifiers()
+    names = list_classifiers()
     if path.is_file() and path.suffix == ".safetensors" and weights is None:
         # A shared checkpoint named after its architecture, e.g. cifar10_resnet56.safetensors.
         matches = [name for name in names if name.removeprefix("cifar_") in path.stem]
@@ -80,14 +79,14 @@ def resolve_classifier(classifier: Any, weights: str | os.PathLike | None = None
                 f"cannot tell the architecture of {path.name} from its name; pass the architecture "
                 f"({', '.join(names)}) as the classifier and this file as its weights"
             )
-        return classifiers.load_classifier(matches[0], path), matches[0]
+        return load_classifier(matches[0], path), matches[0]
     if spec in names:
         if weights is None and not spec.startswith("impure/"):  # bundled classifiers carry their weights
             raise ValueError(
                 f"classifier {spec!r} needs its trained weights: pass weights=PATH (--classifier-weights) "
                 "with its .safetensors file; a randomly initialised classifier measures nothing"
             )
-        return classifiers.load_classifier(spec, weights), spec
+        return load_classifier(spec, weights), spec
     if not path.exists() and (path.suffix.lower() in (*_TORCHSCRIPT_SUFFIXES, ".safetensors") or os.sep in spec):
         raise FileNotFoundError(f"no such file: {spec} (the classifier)")
     raise ValueError(f"unknown classifier {spec!r}; give {_CLASSIFIER_FORMS}")

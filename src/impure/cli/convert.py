@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model import Purifier
+    from ..hub import Purifier
 
     if args.output.exists() and any(args.output.iterdir()) and not args.force:
         raise ValueError(f"{args.output} is not empty; pass --force to write into it")

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from fractions import Fraction
 from pathlib import Path
+
+from impure import formatting
 
 _REPORTS = ("result.json", "result.md", "grid.png", "chart.png")
 
 
 def parse_eps(text: str) -> float:
-    """An ε given as a fraction ("8/255") or a number ("0.0314") on the [0, 1] pixel scale."""
+    """`--eps`: `impure.formatting.parse_eps`, its error reported as argparse's."""
     try:
-        value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError) as error:
-        message = f"invalid eps {text!r}: give a fraction like 8/255 or a number"
-        raise argparse.ArgumentTypeError(message) from error
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"eps must lie in (0, 1] on the [0, 1] pixel scale, got {text}")
-    return value
+        return formatting.parse_eps(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _names(text: str) -> list[str]:

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..device import select_device, select_dtype
-    from ..model import Purifier
+    from ..hub import Purifier
     from ..tiling import purify_tiled
 
     if args.batch_size <= 0:

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from impure._atomic import atomic_write
-from impure.evaluation.report import EvaluationResult, _eps_text, _percent
+from impure.evaluation.plots import save_convergence_plot
+from impure.evaluation.report import EvaluationResult
 from impure.evaluation.runner import EvaluationSettings, evaluate
+from impure.formatting import format_eps, percent
 
 __all__ = ["AdaptiveReport", "ConvergencePoint", "SanityCheck", "adaptive_evaluation", "convergence",
            "sanity_checks"]
@@ -85,14 +87,14 @@ def sanity_checks(result: EvaluationResult, high_eps: EvaluationResult | None = 
         grey, white = by_key[name, "grey-box"], by_key[name, "white-box"]
         checks.append(SanityCheck(
             f"white-box <= grey-box ({name})", white <= grey + margin + 1e-9,
-            f"white-box {_percent(white)} % vs grey-box {_percent(grey)} %"
+            f"white-box {percent(white)} % vs grey-box {percent(grey)} %"
             + ("" if white <= grey + margin + 1e-9 else ": the gradients through the defence look masked")))
     if high_eps is not None:
         for entry in high_eps.attacks:
             ok = entry.robust_accuracy <= zero_tolerance
             checks.append(SanityCheck(
-                f"~0 at ε = {_eps_text(high_eps.eps)} ({entry.attack}, {entry.threat})", ok,
-                f"robust accuracy {_percent(entry.robust_accuracy)} % (at most {_percent(zero_tolerance)} % "
+                f"~0 at ε = {format_eps(high_eps.eps)} ({entry.attack}, {entry.threat})", ok,
+                f"robust accuracy {percent(entry.robust_accuracy)} % (at most {percent(zero_tolerance)} % "
                 "expected)" + ("" if ok else ": the attack does not break the defence even with a budget "
                                              "that destroys the image; suspect masked gradients")))
     return checks
@@ -140,11 +142,11 @@ class AdaptiveReport:
             lines.append(f"- {'PASSED' if check.passed else '**FAILED**'}: {check.name}: {check.detail}")
         if self.convergence:
             count = self.convergence[0].num_images or (self.high_eps or main).num_images
-            lines += ["", f"## Convergence ({self.convergence_attack}, white-box, ε = {_eps_text(main.eps)}, "
+            lines += ["", f"## Convergence ({self.convergence_attack}, white-box, ε = {format_eps(main.eps)}, "
                           f"{count} images)", "",
                       "| steps | EOT draws | robust accuracy (%) | every draw (%) |", "|---:|---:|---:|---:|"]
-            lines += [f"| {p.steps} | {p.eot_samples} | {_percent(p.robust_accuracy)} | "
-                      f"{'—' if p.robust_every_draw is None else _percent(p.robust_every_draw)} |"
+            lines += [f"| {p.steps} | {p.eot_samples} | {percent(p.robust_accuracy)} | "
+                      f"{'—' if p.robust_every_draw is None else percent(p.robust_every_draw)} |"
                       for p in self.convergence]
         return "\n".join(lines) + "\n"
 
@@ -154,8 +156,6 @@ class AdaptiveReport:
         paths = {"json": atomic_write(out / "adaptive.json", json.dumps(self.to_dict(), indent=2) + "\n"),
                  "markdown": atomic_write(out / "adaptive.md", self.to_markdown())}
         if plot and self.convergence:
-            from impure.evaluation.plots import save_convergence_plot
-
             paths["plot"] = save_convergence_plot(self.convergence, out / "convergence.png",
                                                   title=f"{self.main.classifier} behind {self.main.defence}: "
                                                         f"white-box {self.convergence_attack}")

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from impure.evaluation.report import EvaluationResult, _percent
+from impure.evaluation.report import EvaluationResult
+from impure.formatting import percent as format_percent
 
 __all__ = ["choose_by_seed_means", "frontier_table", "pareto_front", "seed_means", "seed_means_table"]
 
@@ -69,9 +70,9 @@ def frontier_table(results: Sequence[EvaluationResult], attack: str = "pgd", thr
         cells = [
             "★" if on_front[i] else "", result.defence,
             "—" if result.noise_t is None else f"{result.noise_t[0]}/{result.noise_t[1]}",
-            _percent(result.defended_accuracy),
-            _percent(result.robust_accuracy(attack, threat)), _percent(result.mean[threat]),
-            _percent(result.worst_case[threat]), "—" if result.psnr is None else f"{result.psnr:.1f}",
+            format_percent(result.defended_accuracy),
+            format_percent(result.robust_accuracy(attack, threat)), format_percent(result.mean[threat]),
+            format_percent(result.worst_case[threat]), "—" if result.psnr is None else f"{result.psnr:.1f}",
             f"{result.images_per_second:.0f}", f"{result.classifier_images_per_second:.0f}",
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -157,7 +158,7 @@ def seed_means_table(results_by_seed: Mapping[int, Sequence[EvaluationResult]], 
     def cells(entry: dict[str, Any], percent: bool = True) -> list[str]:
         if entry["mean"] is None:
             return ["—", "—"]
-        text = _percent if percent else (lambda value: f"{value:.1f}")
+        text = format_percent if percent else (lambda value: f"{value:.1f}")
         return [text(entry["mean"]), " / ".join(text(value) for value in entry["per_seed"])]
 
     per_seed = f"seeds {seeds}"

@@ -1,4 +1,7 @@
-"""Pictures of an evaluation: an example grid (Pillow) and a robust-accuracy bar chart (matplotlib)."""
+"""Pictures of an evaluation: an example grid (Pillow) and a robust-accuracy bar chart (matplotlib).
+
+A leaf: it draws what it is given and imports none of the result types (`EvaluationResult`,
+`ConvergencePoint`), which call it."""
 
 from __future__ import annotations
 
@@ -6,17 +9,14 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
 from impure._atomic import atomic_write
-
-if TYPE_CHECKING:
-    from impure.evaluation.adaptive import ConvergencePoint
-    from impure.evaluation.report import EvaluationResult
+from impure.formatting import in_255
 
 __all__ = ["residual_image", "save_bar_chart", "save_convergence_plot", "save_grid"]
 
@@ -29,14 +29,14 @@ def residual_image(residual: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def save_grid(
-    result: EvaluationResult, path: str | os.PathLike, attack: str | None = None, threat: str | None = None
+    result: Any, path: str | os.PathLike, attack: str | None = None, threat: str | None = None
 ) -> Path:
     """Save a PNG whose rows are clean, adversarial, purified-adversarial and amplified-residual images.
 
     The residual row shows P(x_adv) - P(x) scaled so that ±eps is full contrast.
 
     Args:
-        result: an evaluation run with `keep_examples > 0`.
+        result: an `EvaluationResult` of a run with `keep_examples > 0`.
         path: the PNG file to write.
         attack: which attack's examples to show (default: the first measured).
         threat: which threat model's examples to show (default: the first measured).
@@ -65,8 +65,9 @@ def save_grid(
     return atomic_write(path, buffer.getvalue())
 
 
-def save_bar_chart(result: EvaluationResult, path: str | os.PathLike) -> Path:
-    """Save a bar chart (PNG, SVG or PDF by suffix) of robust accuracy per attack, one bar per threat.
+def save_bar_chart(result: Any, path: str | os.PathLike) -> Path:
+    """Save a bar chart (PNG, SVG or PDF by suffix) of an `EvaluationResult`'s robust accuracy per attack, one
+    bar per threat.
 
     Needs matplotlib, an optional extra: `pip install "impure[plots]"`.
     """
@@ -85,22 +86,23 @@ def save_bar_chart(result: EvaluationResult, path: str | os.PathLike) -> Path:
         axes.set_xticks(range(len(attacks)), attacks, rotation=30, ha="right")
         axes.set_ylabel("robust accuracy (%)")
         axes.set_ylim(0, 100)
-        axes.set_title(f"{result.classifier} + {result.defence}, ε = {result.eps * 255:.3g}/255")
+        axes.set_title(f"{result.classifier} + {result.defence}, ε = {in_255(result.eps)}")
         axes.legend(fontsize="small")
         return _save_figure(figure, path)
     finally:
         plt.close(figure)
 
 
-def save_convergence_plot(points: Sequence[ConvergencePoint], path: str | os.PathLike, title: str = "") -> Path:
-    """Save the convergence curves (PNG, SVG or PDF by suffix): white-box robust accuracy against attack
-    steps (at the fewest EOT draws measured) and against EOT draws (at the steps of the EOT sweep).
+def save_convergence_plot(points: Sequence[Any], path: str | os.PathLike, title: str = "") -> Path:
+    """Save the convergence curves of `ConvergencePoint`s (PNG, SVG or PDF by suffix): white-box robust
+    accuracy against attack steps (at the fewest EOT draws measured) and against EOT draws (at the steps of
+    the EOT sweep).
 
     Needs matplotlib, an optional extra: `pip install "impure[plots]"`.
     """
     plt = _pyplot("the convergence plot")
-    by_eot: dict[int, list[ConvergencePoint]] = {}
-    by_steps: dict[int, list[ConvergencePoint]] = {}
+    by_eot: dict[int, list[Any]] = {}
+    by_steps: dict[int, list[Any]] = {}
     for point in points:
         by_eot.setdefault(point.eot_samples, []).append(point)
         by_steps.setdefault(point.steps, []).append(point)

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 
 from .._atomic import atomic_write
+from ..formatting import format_eps, percent
+from . import plots
 
 __all__ = ["AttackResult", "EvaluationResult", "atomic_write", "summary_table"]
 
@@ -105,11 +107,11 @@ class EvaluationResult:
 
     def to_markdown(self) -> str:
         """A Markdown report: the setting, clean numbers, and robust accuracy per attack and threat."""
-        pct = _percent
+        pct = percent
         lines = [
             f"# Robustness of {self.classifier} with defence {self.defence}",
             "",
-            f"Data: {self.data} ({self.num_images} images); ℓ∞ ε = {_eps_text(self.eps)}; "
+            f"Data: {self.data} ({self.num_images} images); ℓ∞ ε = {format_eps(self.eps)}; "
             f"device {self.device}; seed {self.seed}; EOT samples {self.eot_samples}"
             f"{' (stochastic defence)' if self.stochastic_defence else ''}"
             f"{'' if self.noise_t is None else f'; purifier noise t {self.noise_t[0]}/{self.noise_t[1]}'}.",
@@ -176,15 +178,11 @@ class EvaluationResult:
         self, path: str | os.PathLike, attack: str | None = None, threat: str | None = None
     ) -> Path:
         """PNG grid of clean / adversarial / purified / amplified residual images (see `plots.save_grid`)."""
-        from impure.evaluation.plots import save_grid
-
-        return save_grid(self, path, attack=attack, threat=threat)
+        return plots.save_grid(self, path, attack=attack, threat=threat)
 
     def save_bar_chart(self, path: str | os.PathLike) -> Path:
         """Bar chart of robust accuracy per attack and threat (needs matplotlib: the `plots` extra)."""
-        from impure.evaluation.plots import save_bar_chart
-
-        return save_bar_chart(self, path)
+        return plots.save_bar_chart(self, path)
 
 
 def summary_table(results: list[EvaluationResult]) -> str:
@@ -208,24 +206,15 @@ def summary_table(results: list[EvaluationResult]) -> str:
             measured = [e for e in entries if e is not None]
             residual = sum(e.residual_linf for e in measured) / len(measured) * 255 if measured else math.nan
             cells = [
-                result.classifier, result.defence, threat, str(result.num_images), _percent(result.clean_accuracy),
-                _percent(result.defended_accuracy), "—" if result.psnr is None else f"{result.psnr:.1f}",
-                *("—" if e is None else _percent(e.robust_accuracy) for e in entries),
-                _percent(result.mean[threat]), _percent(result.worst_case[threat]),
+                result.classifier, result.defence, threat, str(result.num_images), percent(result.clean_accuracy),
+                percent(result.defended_accuracy), "—" if result.psnr is None else f"{result.psnr:.1f}",
+                *("—" if e is None else percent(e.robust_accuracy) for e in entries),
+                percent(result.mean[threat]), percent(result.worst_case[threat]),
                 "—" if math.isnan(residual) else f"{residual:.2f}", f"{result.images_per_second:.0f}",
                 f"{result.classifier_images_per_second:.0f}",
             ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def _eps_text(eps: float) -> str:
-    scaled = eps * 255
-    return f"{round(scaled)}/255" if abs(scaled - round(scaled)) < 1e-6 else f"{eps:.4g}"
 
 
 def _finite(value: Any) -> Any:

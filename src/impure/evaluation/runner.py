@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from impure._modes import eval_mode
+from impure.attacks.eot import adaptive_target
 from impure.attacks.registry import DEFAULT_ATTACKS, attack_settings, build_attack, check_attack_names
 from impure.device import select_device, select_dtype
 from impure.evaluation.report import AttackResult, EvaluationResult
@@ -354,13 +355,8 @@ def _attack_model(threat: str, model: nn.Module, defence: nn.Module | None, eot:
     """The model an attack under `threat` differentiates; EOT passes run `batch_size` images at a time."""
     if threat == "grey-box" or defence is None:
         return model
-    from impure.attacks import EOT
-    from impure.classifier import PurifiedClassifier
-
-    # New modules start in training mode; an attack that restores its model's mode would then put the
-    # classifier's BatchNorm layers into training mode.
-    target = PurifiedClassifier(defence, model, gradient="full" if threat == "white-box" else "bpda").eval()
-    return EOT(target, samples=eot, batch_size=batch_size).eval() if eot > 1 else target
+    return adaptive_target(defence, model, gradient="full" if threat == "white-box" else "bpda", eot_samples=eot,
+                           batch_size=batch_size)
 
 
 @torch.no_grad()

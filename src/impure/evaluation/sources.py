@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from impure.classifiers.lookup import Normalized, resolve_classifier
+from impure.hub import Purifier
+from impure.model import PurifierModel
 
 __all__ = ["TORCHVISION_DATASETS", "Normalized", "describe", "load_data", "noise_timesteps", "resolve_classifier",
            "resolve_purifier"]
@@ -143,17 +145,13 @@ def resolve_purifier(purifier: Any, dtype: torch.dtype | None = None) -> tuple[n
     spec = str(purifier)
     if is_baseline_name(spec):
         return load_baseline(spec), spec.lower()
-    from impure import Purifier
-
     return Purifier.from_pretrained(spec, dtype=dtype).eval(), spec
 
 
 def noise_timesteps(defence: nn.Module | None) -> list[int] | None:
     """The image and feature noise timesteps an IMPure purifier in noise mode runs at (its strength, after
     `set_strength`), else None: what a report records so that its rows can be compared across purifiers."""
-    from impure import Purifier
-
-    if not isinstance(defence, Purifier) or defence.config.mask_mode != "noise":
+    if not isinstance(defence, PurifierModel) or defence.config.mask_mode != "noise":
         return None
     return [defence.config.image_noise_t, defence.config.feature_noise_t]
 

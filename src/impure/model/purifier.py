@@ -4,15 +4,11 @@ each of K patch groups in turn and reconstructs all of them in one batched pass.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .._checks import check_images, should_check_inputs
@@ -21,10 +17,9 @@ from ..config import PurifierConfig
 from .layers import QueryBlock, sincos_position_table, vit_block
 from .masking import lattice_partition, linear_noise_schedule, random_partition, window_rows
 
-__all__ = ["Purifier"]
+__all__ = ["PurifierModel"]
 
-_HUB_ARGUMENTS = ("revision", "cache_dir", "force_download", "local_files_only", "token")
-# Fixed multiplier of the noisy-pixel skip path's per-patch map (`Purifier.skip`): a learning-rate multiplier
+# Fixed multiplier of the noisy-pixel skip path's per-patch map (`PurifierModel.skip`): a learning-rate multiplier
 # written into the model. From zero, AdamW at 3e-4 moves a weight by at most 0.08 in 260 steps; the identity
 # needs 1.
 SKIP_GAIN = 50.0
@@ -59,13 +54,10 @@ def _take(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(tokens, 1, index[:, :, None].expand(-1, -1, tokens.shape[-1]))
 
 
-class Purifier(
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="impure",
-    tags=["adversarial-purification", "impure"],
-):
-    """Purify images: `purifier(x)` maps (N, 3, H, W) images in [0, 1] to purified images in [0, 1].
+class PurifierModel(nn.Module):
+    """The purifier's network: `model(x)` maps (N, 3, H, W) images in [0, 1] to purified images in [0, 1].
+
+    The architecture alone; `impure.Purifier` (in `impure.hub`) adds loading, saving and sharing weights.
 
     Args:
         config: the architecture; `PurifierConfig()` (the paper's ViT-B/16) if omitted.
@@ -144,139 +136,43 @@ class Purifier(
             nn.init.zeros_(self.skip_proj.weight)
             nn.init.zeros_(self.skip_proj.bias)
 
-    # ------------------------------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> Purifier:
-        """Load a purifier from a local folder, a bundled name ("impure/cifar10-s") or a Hub id ("org/name").
+    @property
+    def noise_t(self) -> tuple[int, int]:
+        """The (image, feature) noise timesteps it purifies at in eval mode: the absolute measure of its
+        strength, comparable across purifiers (the schedule of `config.noise_steps` steps is the method's)."""
+        return self.config.image_noise_t, self.config.feature_noise_t
 
-        The Hugging Face mixin's loader, with its arguments (`revision`, `cache_dir`, `force_download`,
-        `local_files_only`, `token`). Only `model.safetensors` is read, strictly: a missing, unexpected or
-        mis-shaped tensor, or an unknown config field, is an error that names it. Bundled names and local
-        paths never reach the Hub (the mixin would look them up there first).
+    @property
+    def nominal_noise_t(self) -> tuple[int, int]:
+        """The (image, feature) noise timesteps it was built or loaded with: what `set_strength(1)` restores."""
+        return self._nominal_noise_t
 
-        Args:
-            pretrained_model_name_or_path: folder, bundled name or Hub id.
-            **kwargs: the options below, the mixin's download arguments, and config fields to change that
-                do not affect the weights' shapes, e.g. `image_noise_t=300` or `partition="random"`.
-
-        Other Parameters:
-            device (str | torch.device): where to put the model ("auto", "cuda", "cpu", ...); the CPU if
-                omitted.
-            dtype (torch.dtype): e.g. `torch.bfloat16` for half-precision inference.
-        """
-        from ..hub import resolve_local, resolve_pretrained
-
-        source = resolve_local(pretrained_model_name_or_path)
-        if not Path(source).is_dir():
-            # A Hub id: fetch it (or find it in the cache) here, with an error that names the id, then let
-            # the mixin read the cached files.
-            hub = {k: kwargs.pop(k) for k in _HUB_ARGUMENTS if k in kwargs}
-            resolve_pretrained(source, **hub)
-            kwargs.update(revision=hub.get("revision"), cache_dir=hub.get("cache_dir"), token=hub.get("token"),
-                          local_files_only=True)
-        return super().from_pretrained(source, **kwargs)
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
-                         force_download: bool, local_files_only: bool, token: str | bool | None,
-                         config: Any = None, device: str | torch.device | None = None,
-                         dtype: torch.dtype | None = None, **config_overrides: Any) -> Purifier:
-        """The mixin's hook: read config.json and model.safetensors (from the folder, or the Hub and its
-        cache), build the purifier strictly, in eval mode, on `device` in `dtype`."""
-        from .._state import load_state_dict_strict
-        from ..device import select_device
-        from ..hub import resolve_pretrained
-
-        config_path, weights_path = resolve_pretrained(
-            model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-            local_files_only=local_files_only, token=token,
-        )
-        purifier_config = PurifierConfig.from_json(str(config_path))  # strict: unknown fields are errors
-        if config_overrides:
-            purifier_config = purifier_config.replace(**config_overrides)
-        model = cls(purifier_config)
-        load_state_dict_strict(model, weights_path, model_id)
-        model.eval()
-        return model.to(device=select_device(device) if device is not None else None, dtype=dtype)
-
-    @classmethod
-    def from_reference(cls, path: str | os.PathLike, **overrides: Any) -> Purifier:
-        """Build an equivalent purifier from a checkpoint of the paper's reference implementation.
+    def set_noise_t(self, image_t: int, feature_t: int | None = None) -> PurifierModel:
+        """Purify at these evaluation noise timesteps (absolute); returns the purifier.
 
         Args:
-            path: a `.safetensors` state dict, or a `torch.save` file holding one (or a dict with a
-                "model" entry), read with `weights_only=True`.
-            overrides: config fields to set beyond what the tensor shapes tell, e.g. `mask_mode="token"`,
-                `encoder_heads=` / `decoder_heads=` where no preset matches the widths.
+            image_t: the image's timestep, in [0, config.noise_steps).
+            feature_t: the hidden features' timestep; by default `image_t` times the nominal feature/image
+                ratio (3/2 for every preset), rounded.
         """
-        from .._state import load_state_dict_strict
-        from .reference import convert_reference_state_dict, load_reference_state_dict, reference_config
+        if self.config.mask_mode != "noise":
+            raise ValueError("noise timesteps apply to noise-mode purifiers; this one uses mask_mode='token'")
+        if feature_t is None:
+            nominal_image, nominal_feature = self._nominal_noise_t
+            feature_t = round(image_t * nominal_feature / nominal_image) if nominal_image else image_t
+        # PurifierConfig checks the range and type, naming the field.
+        self._set_config(self.config.replace(image_noise_t=image_t, feature_noise_t=feature_t))
+        return self
 
-        state = load_reference_state_dict(path)
-        config = reference_config(state, **overrides)
-        model = cls(config)
-        load_state_dict_strict(model, convert_reference_state_dict(state, config), str(path))
-        return model.eval()
+    def set_strength(self, strength: float) -> PurifierModel:
+        """Set the evaluation noise timesteps to `strength` times the nominal ones (those the purifier was
+        built or loaded with, `nominal_noise_t`); returns the purifier.
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, evaluation: Any = None,
-                        training: str | dict[str, Any] | None = None, name: str | None = None,
-                        model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> str | None:
-        """Write `config.json`, `model.safetensors` and a model card (`README.md`) into `save_directory`.
-
-        The mixin's method (`push_to_hub=True, repo_id="org/name"` also uploads the folder; see
-        `push_to_hub`). The card (`impure.cards.model_card`) has the Hub metadata, the architecture, how to
-        load and wrap the purifier and, when given, the training recipe and the measured table. A card
-        already in the folder is kept unless `evaluation`, `training` or `name` is given: then it is rewritten.
-
-        Args:
-            save_directory: the folder (created if missing).
-            evaluation: an `EvaluationResult` (or several) of this purifier, for the card's table and its
-                `model-index` metrics.
-            training: the training recipe: Markdown text or a Trainer config dict (`TrainConfig.to_dict()`).
-            name: the name users load it by (default: `repo_id` when pushing, else a placeholder).
-            model_card_kwargs: more arguments of the card (`impure.cards.model_card`).
-            **kwargs: the mixin's (`config`, `push_to_hub`, `repo_id`, ...).
-        """
-        card = {**(model_card_kwargs or {}), **{key: value for key, value in
-                                                 (("evaluation", evaluation), ("training", training), ("name", name))
-                                                 if value is not None}}  # fmt: skip
-        readme = Path(save_directory) / "README.md"
-        if card and readme.is_file():
-            readme.unlink()  # asked for a new card: the mixin writes cards only where there is none
-        return super().save_pretrained(save_directory, model_card_kwargs=card, **kwargs)
-
-    def push_to_hub(self, repo_id: str, *, evaluation: Any = None, training: str | dict[str, Any] | None = None,
-                    model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> str:
-        """Upload config, weights and model card to the Hub repository `repo_id` ("org/name"), creating it.
-
-        The mixin's method (`token`, `private`, `branch`, `create_pr`, `commit_message`, ...); the card is
-        written as by `save_pretrained`, named `repo_id`, with `evaluation` and `training` if given. Log in
-        first (`hf auth login`, or pass `token`).
-        """
-        card = {"name": repo_id, **(model_card_kwargs or {}),
-                **{key: value for key, value in (("evaluation", evaluation), ("training", training))
-                   if value is not None}}  # fmt: skip
-        return super().push_to_hub(repo_id, model_card_kwargs=card, **kwargs)
-
-    def generate_model_card(self, *args: Any, **kwargs: Any):
-        """The model card `save_pretrained` writes: `impure.cards.model_card` for this purifier's config."""
-        from ..cards import model_card
-
-        return model_card(self.config, **kwargs)
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        """Write `model.safetensors` atomically (the mixin writes `config.json` beside it)."""
-        from ..hub import WEIGHTS_NAME, save_file_atomic
-
-        state = {key: tensor.detach().contiguous().cpu() for key, tensor in self.state_dict().items()}
-        save_file_atomic(state, Path(save_directory) / WEIGHTS_NAME, metadata={"format": "pt"})
-
-    def set_strength(self, strength: float) -> Purifier:
-        """Set the evaluation noise timesteps (image and feature) to `strength` times the ones the purifier
-        was built or loaded with; returns the purifier.
-
-        1 restores them; lower values keep more image detail, higher ones remove more of any perturbation.
-        Only noise-mode purifiers have a strength; the timesteps are clipped to the noise schedule.
+        A relative scale: strength 1 is whatever timesteps the weights were saved at, so the same strength
+        means different timesteps for different weights. Say which timesteps you mean with `set_noise_t`
+        (and report `noise_t`). 1 restores the nominal ones; lower values keep more image detail, higher
+        ones remove more of any perturbation. Only noise-mode purifiers have a strength; the timesteps are
+        clipped to the noise schedule.
         """
         if strength <= 0:
             raise ValueError(f"strength must be positive, got {strength}")
@@ -290,7 +186,7 @@ class Purifier(
                                              feature_noise_t=min(round(feature_t * strength), last)))
         return self
 
-    def set_training_noise(self, image_t: tuple[int, int], feature_t: tuple[int, int]) -> Purifier:
+    def set_training_noise(self, image_t: tuple[int, int], feature_t: tuple[int, int]) -> PurifierModel:
         """Set the ranges the training noise timesteps are drawn from (image, feature; inclusive), e.g. to
         fine-tune a saved purifier around its evaluation strength; returns the purifier."""
         self._set_config(self.config.replace(train_image_noise_t=tuple(image_t),
@@ -298,9 +194,8 @@ class Purifier(
         return self
 
     def _set_config(self, config: PurifierConfig) -> None:
-        """The config the model runs with, and the one `save_pretrained` writes as config.json."""
+        """The config the model runs with (and the one a saved copy records)."""
         self.config = config
-        self._hub_mixin_config = config
 
     @property
     def device(self) -> torch.device:

@@ -47,7 +47,7 @@ def purifier_from_checkpoint(path: str | os.PathLike, ema: bool = True):
     (and `ema`), else its current weights."""
     from impure._state import load_state_dict_strict
     from impure.config import PurifierConfig
-    from impure.model import Purifier
+    from impure.hub import Purifier
 
     state = load_checkpoint(path)
     purifier = Purifier(PurifierConfig.from_dict(state["purifier_config"]))

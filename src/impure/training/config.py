@@ -395,12 +395,6 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a table of settings")
     try:
-        config = TrainConfig.from_dict(apply_overrides(values, overrides))
-        if config.stage == "robust":  # refuse classifiers that do not return logits now, not mid-run
-            from impure.training.builders import load_logits_classifier
-
-            for index, spec in enumerate(config.robust.classifiers):
-                load_logits_classifier(spec, f"robust.classifiers[{index}]", config.data.image_size or 32)
-        return config
+        return TrainConfig.from_dict(apply_overrides(values, overrides))
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error

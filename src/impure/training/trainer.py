@@ -24,11 +24,12 @@ from impure._atomic import atomic_write
 from impure._modes import eval_mode
 from impure._random import batch_slice
 from impure._state import load_state_dict_strict
+from impure.attacks.eot import adaptive_target
 from impure.config import PurifierConfig
 from impure.data import AdversarialShards, fetch_batch, open_dataset
 from impure.device import cpu_features, select_device, select_dtype, tune_cpu_allocator
+from impure.hub import Purifier
 from impure.losses import PurificationLoss
-from impure.model import Purifier
 from impure.training.batches import BatchPlan, augment
 from impure.training.builders import build_attack, build_loss, load_frozen_classifier, load_logits_classifier
 from impure.training.checkpoint import atomic_save, config_differences, load_checkpoint
@@ -124,6 +125,10 @@ class Trainer:
         self.config = config
         self.output_dir = Path(config.output_dir)
         self._purifier, self._loss, self._train_data, self._val_data = purifier, loss, train_data, val_data
+        # The robust stage's classifiers, refused now if they do not return logits, not mid-run.
+        self._robust_classifiers = [
+            load_logits_classifier(spec, f"robust.classifiers[{i}]", config.data.image_size or 32)
+            for i, spec in enumerate(config.robust.classifiers)] if config.stage == "robust" else []
         self.purifier: Purifier | None = None  # the purifier being trained, once `fit` has built it
         self.ema: ModelEmaV3 | None = None  # its weights' moving average, with optim.ema_decay
         self.history: list[dict[str, Any]] = []  # every record written to the log by this process
@@ -233,9 +238,7 @@ class Trainer:
         if config.stage == "finetune" and not paired:
             classifiers = [load_frozen_classifier(spec).to(device) for spec in config.adversarial.classifiers]
             attacks = [build_attack(spec, net) for net in classifiers for spec in config.adversarial.attacks]
-        robust_classifiers = [
-            load_logits_classifier(spec, f"robust.classifiers[{i}]", config.data.image_size or 32).to(device)
-            for i, spec in enumerate(config.robust.classifiers)] if config.stage == "robust" else []
+        robust_classifiers = [classifier.to(device) for classifier in self._robust_classifiers]
         self._val_classifier = (load_frozen_classifier(config.validation.classifier).to(device)
                                 if config.validation.classifier.network else None)
         optimizer = build_optimizer(purifier, optim.lr, optim.weight_decay, optim.betas)
@@ -359,13 +362,8 @@ class Trainer:
     def robust_attack(self, purifier: Purifier, classifier: nn.Module):
         """The robust stage's attack on `PurifiedClassifier(purifier, classifier)`: exact gradients through
         the purifier as it is now (the same module the optimizer updates), EOT over its noise if set."""
-        from impure.attacks import EOT
-        from impure.classifier import PurifiedClassifier
-
-        target: nn.Module = PurifiedClassifier(purifier, classifier).eval()
-        if self.config.robust.eot_samples > 1:
-            target = EOT(target, samples=self.config.robust.eot_samples).eval()
-        return build_attack(self.config.robust.attack, target)
+        return build_attack(self.config.robust.attack,
+                            adaptive_target(purifier, classifier, eot_samples=self.config.robust.eot_samples))
 
     @staticmethod
     def _autocast(device: torch.device, dtype: torch.dtype | None):
