@@ -155,3 +155,14 @@ def test_cli_turns_user_mistakes_into_one_line_errors_and_lets_bugs_show(tmp_pat
     monkeypatch.setattr(purify_command, "run", bug)
     with pytest.raises(TypeError, match="an internal bug"):
         main(["purify", str(tmp_path), "-o", str(tmp_path / "out")])
+
+
+def test_the_bundled_weights_are_the_only_weights_in_git():
+    listed = subprocess.run(["git", "ls-files", "*.safetensors", "*.pt", "*.pth", "*.bin", "*.ckpt"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip(f"not a git checkout: {listed.stderr.strip()}")
+    weights = listed.stdout.split()
+    assert weights, "git lists no weights at all: the bundled ones are missing"
+    stray = [path for path in weights if not path.startswith("src/impure/weights/")]
+    assert not stray, f"weights outside src/impure/weights/ are committed (keep them git-ignored): {stray}"
