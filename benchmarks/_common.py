@@ -29,6 +29,7 @@ from impure.evaluation import (
     seed_means,
     seed_means_table,
 )
+from impure.formatting import in_255, parse_eps
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = Path("data") / "cifar10" / "test_dev.npz"
@@ -45,11 +46,20 @@ ATTACK_SETS = {
 
 @dataclass(frozen=True)
 class DefenceSpec:
-    """One row's defence: where it comes from, its label in the tables, and the purifier's strength."""
+    """One row's defence: where it comes from, its label in the tables, and the purifier's noise timesteps
+    (absolute) or strength (relative to its saved timesteps); neither keeps the saved timesteps."""
 
     source: str  # "none", a baseline name ("jpeg75") or a purifier name or folder
     label: str
-    strength: float | None = None  # Purifier.set_strength; None keeps the saved timesteps
+    strength: float | None = None  # Purifier.set_strength
+    noise_t: tuple[int, int] | None = None  # Purifier.set_noise_t
+
+    def to_dict(self) -> dict:
+        """The fields for a report (noise_t only when set, so that earlier reports read the same)."""
+        fields = dataclasses.asdict(self)
+        if fields["noise_t"] is None:
+            del fields["noise_t"]
+        return fields
 
 
 def names(text: str) -> list[str]:
@@ -84,34 +94,53 @@ def strengths(text: str) -> tuple[float, ...]:
     return values
 
 
+def noise_timesteps(text: str) -> tuple[tuple[int, int], ...]:
+    """Comma-separated image/feature noise timesteps, e.g. "80/120,120/180"."""
+    pairs = []
+    for item in names(text):
+        image, sep, feature = item.partition("/")
+        if not (sep and image.strip().isdigit() and feature.strip().isdigit()):
+            raise argparse.ArgumentTypeError(f"noise timesteps must look like 80/120[,120/180] (got {text!r})")
+        pairs.append((int(image), int(feature)))
+    if not pairs:
+        raise argparse.ArgumentTypeError(f"noise timesteps must look like 80/120[,120/180] (got {text!r})")
+    return tuple(pairs)
+
+
 class _NewPurifier(argparse.Action):
     def __call__(self, parser, namespace, value, option_string=None):
-        namespace.purifiers = [*namespace.purifiers, {"source": value, "label": None, "strengths": None}]
+        namespace.purifiers = [*namespace.purifiers,
+                               {"source": value, "label": None, "strengths": None, "noise_t": None}]
 
 
 class _PurifierOption(argparse.Action):
-    """--strengths and --label qualify the --purifier before them; --strengths before any sets the default."""
+    """--noise-t, --strengths and --label qualify the --purifier before them; --noise-t or --strengths before
+    any sets the default."""
 
     def __call__(self, parser, namespace, value, option_string=None):
         if namespace.purifiers:
             namespace.purifiers[-1][self.dest] = value
-        elif self.dest == "strengths":
-            namespace.default_strengths = value
+        elif self.dest in ("strengths", "noise_t"):
+            setattr(namespace, f"default_{self.dest}", value)
         else:
             parser.error(f"{option_string} names the --purifier given before it; put it after one")
 
 
 def add_defence_arguments(parser: argparse.ArgumentParser) -> None:
-    """--defences (baselines), --purifier (repeatable), --strengths and --label (per purifier)."""
-    parser.set_defaults(purifiers=[], default_strengths=None)
+    """--defences (baselines), --purifier (repeatable), --noise-t or --strengths, and --label (per purifier)."""
+    parser.set_defaults(purifiers=[], default_strengths=None, default_noise_t=None)
     parser.add_argument("--defences", type=names, default=list(BASELINES),
                         help=f"comma-separated baselines: none, jpegQ, bitsB, medianK (default: {','.join(BASELINES)})")
     parser.add_argument("--purifier", action=_NewPurifier, default=argparse.SUPPRESS, metavar="NAME_OR_DIR",
                         help="a purifier name or save_pretrained folder; repeat for several")
+    parser.add_argument("--noise-t", dest="noise_t", type=noise_timesteps, action=_PurifierOption,
+                        default=argparse.SUPPRESS, metavar="I/F[,I/F...]",
+                        help="image/feature noise timesteps (Purifier.set_noise_t) of the --purifier before it, "
+                             "one row each, labelled t=I/F; given before any --purifier, the default for all")
     parser.add_argument("--strengths", "--strength", dest="strengths", type=strengths, action=_PurifierOption,
                         default=argparse.SUPPRESS, metavar="S[,S...]",
-                        help="strengths (Purifier.set_strength) of the --purifier before it, one row each; "
-                             "given before any --purifier, the default for all")
+                        help="strengths (Purifier.set_strength: relative to the purifier's saved timesteps) of "
+                             "the --purifier before it, one row each, labelled s=S; prefer --noise-t")
     parser.add_argument("--label", action=_PurifierOption, default=argparse.SUPPRESS,
                         help="the table label of the --purifier before it (default: its folder's name)")  # fmt: skip
 
@@ -119,7 +148,7 @@ def add_defence_arguments(parser: argparse.ArgumentParser) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the shared files are, ε, image count, attack steps, batch size, device, seed, threads, output."""
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared data and model folder")
-    parser.add_argument("--eps", type=lambda s: float(Fraction(s)), default=8 / 255, help="e.g. 8/255")
+    parser.add_argument("--eps", type=parse_eps, default=8 / 255, help="e.g. 8/255")
     parser.add_argument("--start", type=int, default=0,
                         help="skip the first N images of test_dev.npz, e.g. 250 to report on images 250-499 "
                              "after choosing settings on 0-249 (default 0)")
@@ -168,7 +197,7 @@ def for_each_seed(args: argparse.Namespace, argv: list[str] | None,
     markdown = (
         f"Means over seeds {', '.join(map(str, seeds))} (each seed: a draw of the purifiers' noise and the "
         f"attacks' random starts) on {first.num_images} images of test_dev.npz from image {args.start}, ℓ∞ "
-        f"ε = {args.eps * 255:.3g}/255, grey-box; mean and worst case over each seed's attacks; device "
+        f"ε = {in_255(args.eps)}, grey-box; mean and worst case over each seed's attacks; device "
         f"{first.device}, {minutes:.1f} min in all. Per-seed reports: this folder (seed {seeds[0]}) and "
         f"{', '.join(f'seed{seed}/' for seed in seeds[1:])}.\n\n" + seed_means_table(results_by_seed)
     )  # fmt: skip
@@ -211,11 +240,17 @@ def defence_specs(args: argparse.Namespace) -> list[DefenceSpec]:
     specs = [DefenceSpec(name, name.lower()) for name in args.defences]
     for entry in args.purifiers:
         label = entry["label"] or default_label(entry["source"])
-        chosen = entry["strengths"] or args.default_strengths
-        if chosen is None:
-            specs.append(DefenceSpec(entry["source"], label))
-        else:
+        noise_t = entry.get("noise_t") or (None if entry["strengths"] else args.default_noise_t)
+        chosen = entry["strengths"] or (None if entry.get("noise_t") else args.default_strengths)
+        if noise_t and chosen:
+            raise ValueError(f"--purifier {entry['source']}: give --noise-t or --strengths, not both")
+        if noise_t:
+            specs += [DefenceSpec(entry["source"], f"{label} t={image}/{feature}", noise_t=(image, feature))
+                      for image, feature in noise_t]
+        elif chosen:
             specs += [DefenceSpec(entry["source"], f"{label} s={value:g}", value) for value in chosen]
+        else:
+            specs.append(DefenceSpec(entry["source"], label))
     labels = [spec.label for spec in specs]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
@@ -224,12 +259,16 @@ def defence_specs(args: argparse.Namespace) -> list[DefenceSpec]:
 
 
 def load_defence(spec: DefenceSpec) -> nn.Module | None:
-    """The defence module of `spec` (None for "none"), at its strength."""
+    """The defence module of `spec` (None for "none"), at its noise timesteps or strength."""
     defence, _ = resolve_purifier(spec.source)
-    if spec.strength is not None:
-        if not hasattr(defence, "set_strength"):
-            raise ValueError(f"--strengths applies to IMPure purifiers; {spec.source!r} has no strength")
-        defence.set_strength(spec.strength)
+    if spec.noise_t is not None or spec.strength is not None:
+        if not hasattr(defence, "set_noise_t"):
+            raise ValueError(f"--noise-t and --strengths apply to IMPure purifiers; {spec.source!r} has no strength "
+                             "or noise timesteps")
+        if spec.noise_t is not None:
+            defence.set_noise_t(*spec.noise_t)
+        else:
+            defence.set_strength(spec.strength)
     return defence
 
 
@@ -287,7 +326,7 @@ def write_report(out_dir: Path, stem: str, markdown: str, *, argv: list[str] | N
     atomically: an old report survives a failed write."""
     payload = {
         "argv": sys.argv[1:] if argv is None else argv, "minutes": minutes,
-        "defences": [dataclasses.asdict(spec) for spec in specs], "results": [r.to_dict() for r in results],
+        "defences": [spec.to_dict() for spec in specs], "results": [r.to_dict() for r in results],
     }  # fmt: skip
     atomic_write(out_dir / f"{stem}.md", markdown)
     atomic_write(out_dir / f"{stem}.json", json.dumps(payload, indent=2) + "\n")

@@ -2,11 +2,11 @@
 per purifier over its strengths, from the seed means (or single-seed reports) that frontier.py writes.
 
     python benchmarks/frontier_plot.py RESULTS/seed-means.json [MORE.json ...] --out frontier.png
-        [--title "..."] [--label-suffix " s="]
+        [--title "..."] [--label-suffix " t="]
 
-Rows whose defence labels share a prefix before `--label-suffix` (default " s=", the strength that frontier.py
-appends) form one line; each point is annotated with its noise t (or, for older reports, its strength). Needs
-matplotlib.
+Rows whose defence labels share a prefix before `--label-suffix` (by default " t=" or " s=", the noise
+timesteps or the strength that frontier.py appends) form one line; each point is annotated with its noise t
+(or, for older reports, its strength). Needs matplotlib.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def points(paths: list[Path], suffix: str) -> dict[str, list[tuple[float, float, str]]]:
+def points(paths: list[Path], suffix: str | None = None) -> dict[str, list[tuple[float, float, str]]]:
     """{purifier label: [(clean %, grey-box mean %, noise t text), ...] sorted by clean accuracy}."""
     lines: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
     for path in paths:
@@ -29,8 +29,9 @@ def points(paths: list[Path], suffix: str) -> dict[str, list[tuple[float, float,
             rows = [(r["defence"], r["defended_accuracy"], r["mean"]["grey-box"], r.get("noise_t"))
                     for r in payload["results"]]
         for label, clean, mean, noise_t in rows:
-            name, _, strength = label.partition(suffix)
-            note = f"t {noise_t[0]}/{noise_t[1]}" if noise_t else (suffix.strip() + strength if strength else "")
+            cut = suffix or next((s for s in (" t=", " s=") if s in label), " t=")
+            name, _, setting = label.partition(cut)
+            note = f"t {noise_t[0]}/{noise_t[1]}" if noise_t else (cut.strip() + setting if setting else "")
             lines[name].append((100 * clean, 100 * mean, note))
     return {name: sorted(set(values)) for name, values in lines.items()}
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", nargs="+", type=Path, help="seed-means.json or frontier.json files")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--title", default="", help="the figure's title")
-    parser.add_argument("--label-suffix", default=" s=", help="where a purifier's label ends and its strength begins")
+    parser.add_argument("--label-suffix", help="where a purifier's label ends and its setting begins "
+                                                "(default: ' t=' or ' s=')")
     args = parser.parse_args(argv)
     missing = [str(path) for path in args.results if not path.is_file()]
     if missing:

@@ -53,7 +53,23 @@ def test_purifier_options_qualify_the_purifier_before_them(bench, tmp_path):
         bench.common.load_defence(spec("jpeg75", "jpeg75", 0.5))
 
 
+def test_noise_timesteps_label_the_rows_absolutely(bench, tiny):
+    spec = bench.common.DefenceSpec
+    args = bench.frontier.parse_args(["--noise-t", "80/120", "--purifier", str(tiny), "--purifier", "impure/cifar10",
+                                      "--label", "bundled", "--noise-t", "40/60,120/180"])
+    assert bench.common.defence_specs(args)[-3:] == [
+        spec(str(tiny), "tiny t=80/120", noise_t=(80, 120)),
+        spec("impure/cifar10", "bundled t=40/60", noise_t=(40, 60)),
+        spec("impure/cifar10", "bundled t=120/180", noise_t=(120, 180))]  # fmt: skip
+    assert bench.common.load_defence(spec(str(tiny), "x", noise_t=(80, 120))).noise_t == (80, 120)
+    assert spec(str(tiny), "x", noise_t=(80, 120)).to_dict()["noise_t"] == (80, 120)
+    both = bench.frontier.parse_args(["--purifier", str(tiny), "--noise-t", "80/120", "--strengths", "1"])
+    with pytest.raises(ValueError, match="give --noise-t or --strengths, not both"):
+        bench.common.defence_specs(both)
+
+
 @pytest.mark.parametrize("argv", [["--label", "x"], ["--purifier", "p", "--strengths", "0,1"],
+                                  ["--purifier", "p", "--noise-t", "80"], ["--noise-t", "80/x"],
                                   ["--attacks", "pgd,nope"], ["--threat", "black-box"],
                                   ["--white-box-limit", "0"], ["--seeds", "1,1"], ["--seeds", "a"],
                                   ["--seed", "1", "--seeds", "2,3"]])  # fmt: skip

@@ -108,6 +108,23 @@ def test_strength_scales_the_noise_timesteps():
         Purifier(PurifierConfig.preset("tiny", mask_mode="token")).set_strength(0.5)
 
 
+def test_noise_timesteps_are_set_absolutely_and_saved_as_the_new_nominal(tmp_path):
+    purifier = Purifier(PurifierConfig.preset("tiny"))  # nominal t 400/600
+    assert purifier.noise_t == purifier.nominal_noise_t == (400, 600)
+    assert purifier.set_noise_t(80).noise_t == (80, 120)  # the feature timestep keeps the nominal ratio
+    assert purifier.set_noise_t(80, 100).noise_t == (80, 100)
+    assert purifier.set_strength(0.5).noise_t == (200, 300)  # strength stays relative to the nominal setting
+    purifier.set_noise_t(90, 135).save_pretrained(tmp_path)
+    loaded = Purifier.from_pretrained(tmp_path)  # a saved folder loads at the timesteps it was saved at
+    assert loaded.noise_t == loaded.nominal_noise_t == (90, 135)
+    for bad, match in ((1000, "image_noise_t must be an integer in \\[0, 1000\\), got 1000"),
+                       (80.5, "image_noise_t must be an integer"), (True, "image_noise_t must be an integer")):
+        with pytest.raises(ValueError, match=match):
+            purifier.set_noise_t(bad, 120)
+    with pytest.raises(ValueError, match="noise-mode"):
+        Purifier(PurifierConfig.preset("tiny", mask_mode="token")).set_noise_t(80)
+
+
 def test_training_noise_ranges_can_be_narrowed_and_are_saved_with_the_weights(tmp_path):
     purifier = Purifier(PurifierConfig.preset("tiny")).set_training_noise((80, 240), (120, 360))
     assert purifier.config.train_image_noise_t == (80, 240) and purifier.config.train_feature_noise_t == (120, 360)

@@ -129,8 +129,8 @@ class PurifierConfig:
             raise ValueError(f"noise_schedule must be 'linear', got {self.noise_schedule!r}")
         for name in ("image_noise_t", "feature_noise_t"):
             value = getattr(self, name)
-            if not 0 <= value < self.noise_steps:
-                raise ValueError(f"{name} must be in [0, {self.noise_steps}), got {value}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < self.noise_steps:
+                raise ValueError(f"{name} must be an integer in [0, {self.noise_steps}), got {value!r}")
         for name in ("train_image_noise_t", "train_feature_noise_t"):
             low, high = getattr(self, name)
             if not 0 <= low <= high < self.noise_steps:
