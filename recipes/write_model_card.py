@@ -1,7 +1,7 @@
 """Write the model cards of the bundled purifiers and the README's (and docs') tables of them from the
 committed benchmark results, so that no number a user reads is typed by hand.
 
-    python recipes/write_model_card.py
+    python recipes/write_model_card.py [--check]
 
 Every card is made by `impure.cards.model_card` (the card `save_pretrained` writes): Hub metadata with
 `model-index`, architecture, usage, training recipe, the measured table with its protocol. Reads
@@ -16,7 +16,8 @@ src/impure/weights/<name>/{config.json,card.json} and benchmarks/results/:
 - adaptive-cifar10: the adaptive protocol (white-box EOT-PGD / APGD-CE, resubmission, checks), if present;
 - robustness-cifar10-s and robustness-cifar10-s-adaptive: impure/cifar10-s's first measurements.
 Writes src/impure/weights/<name>/README.md and the blocks between the `cifar10-results` and
-`adaptive-results` markers in README.md and docs/evaluation.md.
+`adaptive-results` markers in README.md and docs/evaluation.md; `--check` writes nothing and fails (status 1,
+naming the files) where one of them differs from what the results give.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 from pathlib import Path
 from statistics import fmean
 
+from impure._atomic import atomic_write
 from impure.cards import model_card
 from impure.config import PurifierConfig
 from impure.evaluation import AdaptiveReport, EvaluationResult, choose_by_seed_means, seed_means
@@ -516,35 +518,50 @@ def cifar10_s_card() -> str:
                           training=training, evaluation=[_reported(ours)], sections=sections))
 
 
-def replace_block(path: Path, marker: str, content: str) -> None:
+def replace_block(text: str, marker: str, content: str, path: Path) -> str:
+    """`text` (the file at `path`) with the block between the `marker` comments replaced by `content`."""
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    text = path.read_text(encoding="utf-8")
     if start not in text:
         raise SystemExit(f"{path} has no {start} ... {end} block")
-    text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{content}\n{end}", text, flags=re.S)
-    path.write_text(text, encoding="utf-8")
+    return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{content}\n{end}", text, flags=re.S)
 
 
-def main() -> int:
+def generate() -> dict[Path, str]:
+    """Every file this script writes, with its new text."""
     reports = adaptive_reports()
     cards = {"cifar10": cifar10_card(reports), "cifar10-s": cifar10_s_card(),
              "cifar10-robust": cifar10_robust_card(reports)}
-    for folder, text in cards.items():
-        if text is not None:
-            (WEIGHTS / folder / "README.md").write_text(text, encoding="utf-8")
-            print(f"wrote {WEIGHTS / folder / 'README.md'}")
+    files = {WEIGHTS / folder / "README.md": text for folder, text in cards.items() if text is not None}
     results = _json(RESULTS / "robustness-cifar10-report" / "robustness.json")["results"]
     grey = (f"{report_protocol(results[0])} Reproduce with `python benchmarks/robustness.py --start 250 --limit 250 "
             f"--classifiers cifar_resnet56 --threat grey-box --defences none,jpeg75 --purifier impure/cifar10 "
             f"--label impure/cifar10 --purifier impure/cifar10-s --label impure/cifar10-s` "
             f"(`benchmarks/results/robustness-cifar10-report`; this block is written by "
             f"`recipes/write_model_card.py`).\n\n{report_table(results)}")
-    for path in BLOCKS["cifar10-results"]:
-        replace_block(path, "cifar10-results", grey)
-    if reports:
-        for path in BLOCKS["adaptive-results"]:
-            replace_block(path, "adaptive-results", adaptive_block(reports))
-    print("wrote the README and docs blocks")
+    blocks = {"cifar10-results": grey, **({"adaptive-results": adaptive_block(reports)} if reports else {})}
+    for marker, content in blocks.items():
+        for path in BLOCKS[marker]:
+            files[path] = replace_block(files.get(path) or path.read_text(encoding="utf-8"), marker, content, path)
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    check = args == ["--check"]
+    if args and not check:
+        raise SystemExit("usage: python recipes/write_model_card.py [--check]")
+    stale = []
+    for path, text in generate().items():
+        if check:
+            if path.read_text(encoding="utf-8") != text:
+                stale.append(path)
+        else:
+            atomic_write(path, text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    if stale:
+        print("out of date (run python recipes/write_model_card.py): "
+              + ", ".join(str(path.relative_to(ROOT)) for path in stale), file=sys.stderr)
+        return 1
     return 0
 
 

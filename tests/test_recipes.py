@@ -128,3 +128,15 @@ def test_purifier_grown_with_the_noisy_skip_path_computes_what_its_source_does(t
     # the old design's weights never load silently into the new one (and the reverse)
     with pytest.raises(Exception, match="skip_proj"):
         Purifier.from_pretrained(bundled, noisy_skip=True)
+
+
+def test_cards_readme_and_docs_regenerate_unchanged_from_the_committed_results(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    import write_model_card
+
+    assert write_model_card.main(["--check"]) == 0, capsys.readouterr().err
+    generated = write_model_card.generate()
+    first = next(iter(generated))
+    monkeypatch.setattr(write_model_card, "generate", lambda: {**generated, first: generated[first] + "x"})
+    assert write_model_card.main(["--check"]) == 1
+    assert "out of date" in capsys.readouterr().err
