@@ -8,10 +8,14 @@ Every card is made by `impure.cards.model_card` (the card `save_pretrained` writ
 src/impure/weights/<name>/{config.json,card.json} and benchmarks/results/:
 - robustness-cifar10-report: grey-box, the nine attacks, ResNet-56, test_dev images 250-499 (reported split);
 - robustness-cifar10-report/*seed*: the report repeated with noise seeds 1 and 2, and the replaced release's;
-- campaign-cifar10/selection-stretch*: the strengths compared on images 0-249 (selection split; SELECTION), and
-  their seed*/ folders: the same with noise seeds 1 and 2 (SEED_RUNS), whose means decide by the campaign's rule;
-- campaign-cifar10/stretchN-log.jsonl: the training logs of the stretches since the replaced release (SINCE_REPLACED:
-  their step counts; a lost log's stretch counts its schedule);
+- recipes/candidates/*/record.json: each candidate's facts (stretch, parent, label, noise t, command, log,
+  scheduled steps, images seen, the selection runs that judged it); the one that src/impure/weights/cifar10's
+  card.json names as its source says "bundled_as" and which release it "replaces", and the lineage between
+  them gives the steps trained since (from the committed logs, or the schedule where a log was lost);
+- campaign-cifar10/selection-stretch*/**/frontier.json: every selection run on images 0-249 (selection split),
+  found by folder: those with noise seed 0 make the table, all of them the seed means that decide by the
+  campaign's rule; a run folder's labels.json renames out-of-date row labels and its finding.md adds a sentence
+  about its rows;
 - campaign-cifar10/curve.json and robust-cifar10/curve.json: the training curves;
 - adaptive-cifar10: the adaptive protocol (white-box EOT-PGD / APGD-CE, resubmission, checks), if present;
 - robustness-cifar10-s and robustness-cifar10-s-adaptive: impure/cifar10-s's first measurements.
@@ -87,59 +91,112 @@ def selection_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-PAPER_NOISE_T = (400, 600)  # the paper's image / feature noise timesteps at evaluation
-# The selection runs' strength 1 (noise t of the candidates they compare), which stretch 4 was released at.
-SELECTION_NOISE_T = (20, 30)
-
-# The stretch whose weights are bundled and the release it replaced.
-BUNDLED_STRETCH, REPLACED_STRETCH = "stretch 11", "stretch 9"
-# The stretches that trained the replaced release's weights into the bundled ones, in order, each with its steps
-# when its log (campaign-cifar10/stretchN-log.jsonl) was lost with its machine (the schedule in recipes/CAMPAIGN.md).
-SINCE_REPLACED = {"stretch 10": None, "stretch 11": 2000}
-
-# The campaign's latest selection runs (recipes/CAMPAIGN.md, stretches 5 to 11), on test_dev images 0-249,
-# all with noise seed 0.
-SELECTION = [RESULTS / "campaign-cifar10" / run / "frontier.json"
-             for run in ("selection-stretch11", "selection-stretch10", "selection-stretch9", "selection-stretch7",
-                         "selection-stretch6", "selection-stretch5", "selection-stretch5/high")]
-# The same comparisons repeated with other noise seeds (from stretch 9 on the rule compares seed means).
-SEED_RUNS = [RESULTS / "campaign-cifar10" / run / "frontier.json"
-             for run in ("selection-stretch11/seed1", "selection-stretch11/seed2", "selection-stretch10/seed1",
-                         "selection-stretch10/seed2", "selection-stretch9/seed1", "selection-stretch9/seed2",
-                         "selection-stretch9/seed1-stretch7", "selection-stretch9/seed2-stretch7")]
+CAMPAIGN = RESULTS / "campaign-cifar10"
+CANDIDATES = ROOT / "recipes" / "candidates"
 
 
-# What stretch 5's selection run called "impure/cifar10" (a model id, whose weights have changed since) was
-# stretch 4 at its nominal t 20/30.
-RENAMED = {"impure/cifar10 s=1": "stretch 4 s=1 (released before stretch 6)"}
+def candidate_records() -> dict[str, dict]:
+    """Stretch name -> the record of its candidate folder (`recipes/candidates/*/record.json`: lineage, command,
+    log, images seen, noise t, the selection runs that judged it), with "folder" added."""
+    records = {}
+    for path in sorted(CANDIDATES.glob("*/record.json")):
+        record = {**_json(path), "folder": path.parent.relative_to(ROOT).as_posix()}
+        if record["stretch"] in records:
+            raise ValueError(f"two candidate folders record {record['stretch']!r}")
+        records[record["stretch"]] = record
+    return records
 
 
-def selection_label(result: dict, defences: list[dict]) -> str:
-    """A selection row's label with its strength restated as a multiple of SELECTION_NOISE_T, from the noise t
-    the row ran at: recorded in the result (`noise_t`), or for runs made before it was recorded, the committed
-    candidate folder's nominal t times the row's strength."""
-    if result["defence"] in RENAMED:
-        return RENAMED[result["defence"]]
+def bundled_record() -> dict:
+    """The record of the candidate that src/impure/weights/cifar10 was exported from (its card.json's source),
+    which names the release it replaced."""
+    source = _json(WEIGHTS / "cifar10" / "card.json")["source"]
+    record = next((r for r in candidate_records().values() if r["folder"] == source), None)
+    if record is None or record.get("bundled_as") != "impure/cifar10" or not record.get("replaces"):
+        raise ValueError(f"impure/cifar10 was exported from {source}, whose record.json must say "
+                         '"bundled_as": "impure/cifar10" and which release it "replaces"')
+    return record
+
+
+def since_replaced() -> list[dict]:
+    """The records of the stretches that trained the replaced release's weights into the bundled ones, in order
+    (the bundled stretch's lineage, back to the release it replaced)."""
+    records, bundled = candidate_records(), bundled_record()
+    chain, name = [], bundled["stretch"]
+    while name != bundled["replaces"]:
+        if name not in records:
+            raise ValueError(f"{name} is in impure/cifar10's lineage but has no recipes/candidates/*/record.json")
+        chain.append(records[name])
+        name = records[name]["parent"]
+    return chain[::-1]
+
+
+def _stretch_number(path: Path) -> int:
+    folder = next(part for part in path.relative_to(CAMPAIGN).parts if part.startswith("selection-stretch"))
+    return int(folder.removeprefix("selection-stretch"))
+
+
+def selection_runs() -> list[Path]:
+    """Every selection run's frontier.json (campaign-cifar10/selection-stretchN/...), newest stretch first and a
+    stretch's main run before its sub-runs: adding a stretch's selection folder adds its rows."""
+    runs = CAMPAIGN.glob("selection-stretch*/**/frontier.json")
+    return sorted(runs, key=lambda path: (-_stretch_number(path), len(path.parts), str(path)))
+
+
+def _run_seed(path: Path) -> int:
+    seeds = {result["seed"] for result in _json(path)["results"]}
+    if len(seeds) != 1:
+        raise ValueError(f"{path} mixes noise seeds {sorted(seeds)}")
+    return seeds.pop()
+
+
+def selection() -> tuple[list[Path], list[Path]]:
+    """The selection runs with noise seed 0 (the table's) and those with other seeds (for the seed means)."""
+    runs = selection_runs()
+    return [path for path in runs if _run_seed(path) == 0], [path for path in runs if _run_seed(path) != 0]
+
+
+def run_labels(path: Path) -> dict[str, str]:
+    """Row labels that the `labels.json` of a run's folder (or of a folder above it in the results) renames: rows
+    whose label no longer says what they were, such as a model id whose weights have changed since."""
+    renamed: dict[str, str] = {}
+    folder = path.parent
+    while RESULTS in folder.parents:
+        if (folder / "labels.json").is_file():
+            renamed = {**_json(folder / "labels.json"), **renamed}  # the nearer folder wins
+        folder = folder.parent
+    return renamed
+
+
+def selection_label(result: dict, defences: list[dict], renamed: dict[str, str]) -> str:
+    """A selection row's label with its setting restated as the noise timesteps it ran at ("stretch 9 t=80/120"):
+    recorded in the result (`noise_t`), or for runs made before it was recorded, the committed candidate folder's
+    nominal t times the row's strength."""
+    if result["defence"] in renamed:
+        return renamed[result["defence"]]
     spec = next(d for d in defences if d["label"] == result["defence"])
-    if spec["strength"] is None:
+    if spec.get("strength") is None and spec.get("noise_t") is None:
         return result["defence"]
-    image_t = (result.get("noise_t") or [None])[0]
-    if image_t is None:
+    noise_t = result.get("noise_t")
+    if noise_t is None:
         config = ROOT / spec["source"] / "config.json"
         if not config.is_file():
             raise FileNotFoundError(f"selection row {result['defence']!r} records no noise t and its purifier "
-                                    f"{spec['source']!r} is not a committed folder; add it to RENAMED")
-        image_t = round(PurifierConfig.from_json(str(config)).image_noise_t * spec["strength"])
-    return f"{spec['label'].rsplit(' s=', 1)[0]} s={image_t / SELECTION_NOISE_T[0]:g}"
+                                    f"{spec['source']!r} is not a committed folder; rename it in the run's "
+                                    "labels.json")
+        nominal = PurifierConfig.from_json(str(config))
+        noise_t = [round(nominal.image_noise_t * spec["strength"]), round(nominal.feature_noise_t * spec["strength"])]
+    base = re.split(r" [st]=", spec["label"])[0]
+    return f"{base} t={noise_t[0]}/{noise_t[1]}"
 
 
 def campaign_selection() -> list[dict]:
-    """The rows of the SELECTION runs, each defence once (the first run that has it), by clean accuracy."""
+    """The rows of the seed-0 selection runs, each defence once (the newest run that has it), by clean accuracy."""
     rows: dict[str, dict] = {}
-    for path in SELECTION:
+    for path in selection()[0]:
         run = _json(path)
         for result in run["results"]:
-            label = selection_label(result, run["defences"])
+            label = selection_label(result, run["defences"], run_labels(path))
             rows.setdefault(label, {**result, "defence": label})
     return sorted(rows.values(), key=lambda r: -r["defended_accuracy"])
 
@@ -148,14 +205,14 @@ SEEDS = (0, 1, 2)  # the noise seeds of the seed means
 
 
 def seed_runs() -> dict[str, dict[int, dict]]:
-    """Label -> noise seed -> result, for every selection row measured with each of SEEDS (SELECTION and
-    SEED_RUNS together)."""
+    """Label -> noise seed -> result, for every selection row measured with each of SEEDS."""
     by_label: dict[str, dict[int, dict]] = {}
-    for path in SELECTION + SEED_RUNS:
+    for path in selection_runs():
         run = _json(path)
         for result in run["results"]:
             if result["defence"] != "none":
-                by_label.setdefault(selection_label(result, run["defences"]), {}).setdefault(result["seed"], result)
+                label = selection_label(result, run["defences"], run_labels(path))
+                by_label.setdefault(label, {}).setdefault(result["seed"], result)
     return {label: seeds for label, seeds in by_label.items() if set(SEEDS) <= set(seeds)}
 
 
@@ -169,7 +226,7 @@ def seed_text(bundled: str) -> str:
     rows.sort(key=lambda row: -row["clean"]["mean"])
     listed = "; ".join(f"{row['defence']} {percent(row['clean']['mean'])} / {percent(row['mean']['mean'])} %"
                        for row in rows)  # fmt: skip
-    seed_folders = ", ".join(f"`{name}/seed*`" for name in dict.fromkeys(path.parts[-3] for path in SEED_RUNS))
+    seed_folders = ", ".join(f"`{name}/seed*`" for name in dict.fromkeys(path.parts[-3] for path in selection()[1]))
     text = (f"The purifier's noise is random, and one draw moves these numbers by a few points: repeated with noise "
             f"seeds {', '.join(map(str, SEEDS))} on the same images ({seed_folders}), the mean clean / "
             f"grey-box mean accuracies are {listed}.")
@@ -178,7 +235,7 @@ def seed_text(bundled: str) -> str:
     chosen, competing = choose_by_seed_means(rows)
     if chosen["defence"] != bundled:
         raise ValueError(f"by the rule on the seed means {chosen['defence']!r} wins, but the card says {bundled!r} "
-                         "is bundled; bundle it or correct BUNDLED_STRETCH")
+                         "is bundled; bundle it or correct the records (recipes/candidates/*/record.json)")
     others = [row["defence"] for row in competing if row is not chosen]
     return text + (f" By the campaign's rule on these means, {bundled} is chosen: "
                    + (f"{' and '.join(others)} {'is' if len(others) == 1 else 'are'} within 1 point of the highest "
@@ -186,21 +243,26 @@ def seed_text(bundled: str) -> str:
                       else "it has the highest clean accuracy, by more than 1 point."))
 
 
-# The report repeated with other noise seeds: per purifier, (results folder, its row's label) for seeds 0, 1, 2;
-# the replaced release's report was moved to stretchM-seed0, -seed1, -seed2 when its successor was bundled.
 _REPORT = "robustness-cifar10-report"
-REPORT_SEEDS = {
-    f"impure/cifar10 ({BUNDLED_STRETCH})": [(_REPORT, "impure/cifar10"), (f"{_REPORT}/seed1", "impure/cifar10"),
-                                            (f"{_REPORT}/seed2", "impure/cifar10")],
-    f"{REPLACED_STRETCH} (the release it replaces)": [
-        (f"{_REPORT}/{REPLACED_STRETCH.replace(' ', '')}-seed{seed}", "impure/cifar10") for seed in (0, 1, 2)],
-}
+
+
+def report_seeds() -> dict[str, list[tuple[str, str]]]:
+    """The report repeated with noise seeds 0, 1, 2: per purifier, (results folder, its row's label); the
+    replaced release's report was moved to stretchM-seed0, -seed1, -seed2 when its successor was bundled."""
+    bundled = bundled_record()
+    replaced = bundled["replaces"]
+    return {
+        f"impure/cifar10 ({bundled['stretch']})": [(_REPORT, "impure/cifar10"), (f"{_REPORT}/seed1", "impure/cifar10"),
+                                                   (f"{_REPORT}/seed2", "impure/cifar10")],
+        f"{replaced} (the release it replaces)": [
+            (f"{_REPORT}/{replaced.replace(' ', '')}-seed{seed}", "impure/cifar10") for seed in (0, 1, 2)],
+    }
 
 
 def report_seed_text() -> str:
     """The report split's clean accuracy and grey-box mean averaged over the noise seeds of REPORT_SEEDS."""
     parts, means = [], []
-    for name, runs in REPORT_SEEDS.items():
+    for name, runs in report_seeds().items():
         rows = []
         for folder, label in runs:
             results = _json(RESULTS / folder / "robustness.json")["results"]
@@ -317,19 +379,31 @@ def campaign_targets(result: dict) -> str:
 
 
 def stretch_steps() -> dict[str, tuple[int, bool]]:
-    """Each stretch of SINCE_REPLACED -> (its steps, whether they come from its committed log rather than its
-    schedule)."""
+    """Each stretch since the replaced release -> (its steps, whether they come from its committed log rather
+    than its schedule)."""
     steps = {}
-    for name, scheduled in SINCE_REPLACED.items():
-        log = RESULTS / "campaign-cifar10" / f"{name.replace(' ', '')}-log.jsonl"
-        if log.is_file():
-            steps[name] = (max(json.loads(line)["step"] for line in log.read_text().splitlines() if line.strip()),
-                           True)
-        elif scheduled is None:
-            raise FileNotFoundError(f"{log} is missing: commit it, or give {name}'s scheduled steps in SINCE_REPLACED")
+    for record in since_replaced():
+        log = ROOT / record["log"] if record["log"] else None
+        if log is not None and log.is_file():
+            steps[record["stretch"]] = (max(json.loads(line)["step"] for line in log.read_text().splitlines()
+                                            if line.strip()), True)
+        elif record["scheduled_steps"] is None:
+            raise FileNotFoundError(f"{record['folder']}/record.json names no committed log and no scheduled steps")
         else:
-            steps[name] = (scheduled, False)
+            steps[record["stretch"]] = (record["scheduled_steps"], False)
     return steps
+
+
+def findings(rows: list[dict]) -> str:
+    """The `finding.md` texts of the selection runs, newest first, each `{row label}` replaced by that row's clean
+    accuracy through the purifier (%)."""
+    clean = {row["defence"]: percent(row["defended_accuracy"]) for row in rows}
+    texts = []
+    for path in selection_runs():
+        if (path.parent / "finding.md").is_file():
+            text = (path.parent / "finding.md").read_text(encoding="utf-8").strip()
+            texts.append(re.sub(r"\{([^{}]+)\}", lambda match: clean[match.group(1)], text))
+    return " ".join(texts)
 
 
 def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
@@ -337,10 +411,8 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     config, card = _bundled("cifar10")
     results = _json(RESULTS / "robustness-cifar10-report" / "robustness.json")["results"]
     selection = campaign_selection()
-    selection_stretches = ",".join(sorted({path.parent.name.removeprefix("selection-stretch")
-                                          for path in SELECTION if path.parent.name.startswith("selection-")}, key=int))
-    by_label = {result["defence"]: result for result in selection}
-    strength = config.image_noise_t / SELECTION_NOISE_T[0]
+    selection_stretches = ",".join(map(str, sorted({_stretch_number(path) for path in selection_runs()})))
+    bundled, noise_t = bundled_record(), f"t={config.image_noise_t}/{config.feature_noise_t}"
     since = stretch_steps()
     trained_since = " and ".join(f"{name}'s {steps:,}" + ("" if logged else " scheduled")
                                  for name, (steps, logged) in since.items())
@@ -374,21 +446,17 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         f"It beats JPEG q75's grey-box mean ({percent(jpeg['mean']['grey-box'])} %) at "
         f"{percent(ours['defended_accuracy'])} % clean accuracy through it "
         f"(JPEG: {percent(jpeg['defended_accuracy'])} %). {report_seed_text()}",
-        f"Strengths compared on images 0-249 (FGSM, PGD-10, MI-FGSM, APGD-DLR; "
+        f"Candidates and strengths compared on images 0-249 (FGSM, PGD-10, MI-FGSM, APGD-DLR; "
         f"`benchmarks/results/campaign-cifar10/selection-stretch{{{selection_stretches}}}`, noise seed 0, the rule in "
-        "`recipes/CAMPAIGN.md`); "
-        f"strengths are multiples of noise t {SELECTION_NOISE_T[0]}/{SELECTION_NOISE_T[1]}, the bundled weights "
-        f"are {BUNDLED_STRETCH}'s at t {config.image_noise_t}/{config.feature_noise_t} (strength {strength:g}), "
-        f"and {REPLACED_STRETCH} (the same {config.encoder_depth} / {config.decoder_depth} blocks, {trained_since} "
-        f"steps less trained{lost_text}) is the release they replace:\n\n"
-        f"{selection_table(selection)}\n\n{seed_text(f'{BUNDLED_STRETCH} s={strength:g}')}",
-        f"The chosen strength, noise t {config.image_noise_t}/{config.feature_noise_t}, is "
-        f"{PAPER_NOISE_T[0] / config.image_noise_t:g}× milder than the paper's t {PAPER_NOISE_T[0]}/{PAPER_NOISE_T[1]} "
-        f"(ViT-B on ImageNet-scale training) and {strength:g}× stronger than stretch 4's t "
-        f"{SELECTION_NOISE_T[0]}/{SELECTION_NOISE_T[1]}. A better-trained purifier "
-        "tolerates more masking: at strength 6 the deep branch kept "
-        f"{percent(by_label['stretch 5, deeper (6/3 blocks) s=6']['defended_accuracy'])} % clean where the "
-        f"4 / 2-block stretch 5 kept {percent(by_label['stretch 5 s=6']['defended_accuracy'])} %.",
+        "`recipes/CAMPAIGN.md`); each row is labelled by the image / feature noise timesteps it purified at "
+        f"(t=I/F). The bundled weights are {bundled['stretch']}'s at {noise_t}, and {bundled['replaces']} (the same "
+        f"{config.encoder_depth} / {config.decoder_depth} blocks, {trained_since} steps less trained{lost_text}) is "
+        f"the release they replace:\n\n"
+        f"{selection_table(selection)}\n\n{seed_text(bundled['label'] + ' ' + noise_t)}",
+        f"The chosen noise t {config.image_noise_t}/{config.feature_noise_t} is "
+        f"{PurifierConfig().image_noise_t / config.image_noise_t:g}× milder than the paper's t "
+        f"{PurifierConfig().image_noise_t}/{PurifierConfig().feature_noise_t} (ViT-B on ImageNet-scale training). "
+        + findings(selection),
     ]
     if name in reports:
         sections += ["## Adaptive attacks", adaptive_block({name: reports[name]}) + "\n\nAgainst an attacker who "
@@ -466,14 +534,10 @@ def cifar10_robust_card(reports: dict[str, AdaptiveReport]) -> str | None:
                           evaluation=[report.main], sections=sections))
 
 
-# The labels of benchmarks/results/robust-selection/candidate-s8 (recipes/CAMPAIGN.md) as the card names them.
-_SELECTION_NAMES = {"candidate": "impure/cifar10-robust",
-                    "impure/cifar10 s=8 s=1": "impure/cifar10 at t 160/240, no fine-tune"}
-
-
 def robust_selection_text() -> str:
     """The selection-split comparison of the robust fine-tune's strengths and of impure/cifar10 without it."""
-    results = _json(RESULTS / "robust-selection" / "candidate-s8" / "robustness.json")["results"]
+    path = RESULTS / "robust-selection" / "candidate-s8" / "robustness.json"
+    results, names = _json(path)["results"], run_labels(path)
     grey = {r["defence"]: r for r in results if r["defence"] != "none" and r["threats"] == ["grey-box"]}
     white = {r["defence"]: r for r in results if r["threats"] == ["white-box"]}
     grey_count, first_white = next(iter(grey.values()))["num_images"], next(iter(white.values()))
@@ -483,7 +547,7 @@ def robust_selection_text() -> str:
              "to the exported noise; the last row is the starting point without the fine-tune:", "",
              "| purifier | clean | grey-box PGD-10 | white-box EOT-PGD-10 | PSNR (dB) |", "|---|---:|---:|---:|---:|"]
     for label, result in grey.items():
-        name = _SELECTION_NAMES.get(label) or label.replace("candidate", _SELECTION_NAMES["candidate"])
+        name = names.get(label) or label.replace("candidate", names["candidate"])
         white_box = percent(white[label]["attacks"][0]["robust_accuracy"]) if label in white else "—"
         lines.append(f"| {name} | {percent(result['defended_accuracy'])} | "
                      f"{percent(result['attacks'][0]['robust_accuracy'])} | {white_box} | {result['psnr']:.1f} |")

@@ -140,3 +140,36 @@ def test_cards_readme_and_docs_regenerate_unchanged_from_the_committed_results(m
     monkeypatch.setattr(write_model_card, "generate", lambda: {**generated, first: generated[first] + "x"})
     assert write_model_card.main(["--check"]) == 1
     assert "out of date" in capsys.readouterr().err
+
+
+def test_the_card_writer_reads_the_campaign_from_its_records(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    import write_model_card as writer
+
+    bundled = writer.bundled_record()
+    assert bundled["folder"] == json.loads((writer.WEIGHTS / "cifar10" / "card.json").read_text())["source"]
+    chain = [record["stretch"] for record in writer.since_replaced()]
+    assert chain and chain[-1] == bundled["stretch"] and bundled["replaces"] not in chain
+    folders = {path.relative_to(writer.CAMPAIGN).parts[0] for path in writer.selection_runs()}
+    assert folders == {path.name for path in writer.CAMPAIGN.glob("selection-stretch*")}  # every folder counts
+    # A new stretch is a new folder: its selection run's rows appear without a code change.
+    campaign = tmp_path / "campaign-cifar10"
+    campaign.mkdir()
+    for path in writer.CAMPAIGN.glob("selection-stretch*"):
+        (campaign / path.name).symlink_to(path, target_is_directory=True)
+    newest = json.loads(writer.selection_runs()[0].read_text())
+    for result, spec in zip(newest["results"][1:2], newest["defences"][1:2], strict=True):
+        result["defence"] = spec["label"] = "stretch 99 t=80/120"
+    newest["results"], newest["defences"] = newest["results"][:2], newest["defences"][:2]
+    (campaign / "selection-stretch99").mkdir()
+    (campaign / "selection-stretch99" / "frontier.json").write_text(json.dumps(newest))
+    monkeypatch.setattr(writer, "CAMPAIGN", campaign)
+    monkeypatch.setattr(writer, "RESULTS", tmp_path)
+    rows = {row["defence"] for row in writer.campaign_selection()}
+    assert "stretch 99 t=80/120" in rows
+    # A stretch in the bundled lineage without a record is an error that says where the record goes.
+    records = writer.candidate_records()
+    del records[chain[0]]
+    monkeypatch.setattr(writer, "candidate_records", lambda: records)
+    with pytest.raises(ValueError, match="has no recipes/candidates/\\*/record.json"):
+        writer.since_replaced()
