@@ -22,6 +22,7 @@ from impure.data import load_npz
 from impure.evaluation import (
     DEFAULT_ATTACKS,
     EvaluationResult,
+    choice_reason,
     choose_by_seed_means,
     evaluate,
     list_attacks,
@@ -217,13 +218,8 @@ def for_each_seed(args: argparse.Namespace, argv: list[str] | None,
 def choice_sentence(rows: list[dict]) -> tuple[str, str]:
     """The purifier that `choose_by_seed_means` picks from `seed_means` rows, and one sentence saying why."""
     chosen, competing = choose_by_seed_means(rows)
-    name = chosen["defence"]
-    others = [row["defence"] for row in competing if row is not chosen]
-    reason = (f"{' and '.join(others)} {'is' if len(others) == 1 else 'are'} within 1 point of the highest clean "
-              f"accuracy of the purifiers and {name} has the highest grey-box mean of them" if others
-              else "it has the highest clean accuracy of the purifiers, by more than 1 point")  # fmt: skip
     rule = "By the selection rule on these means (`impure.evaluation.choose_by_seed_means`)"
-    return name, f"{rule}, {name} is chosen: {reason}."
+    return chosen["defence"], f"{rule}, {chosen['defence']} is chosen: {choice_reason(chosen, competing)}."
 
 
 def default_label(source: str) -> str:

@@ -36,7 +36,7 @@ from statistics import fmean
 from impure._atomic import atomic_write
 from impure.cards import model_card
 from impure.config import PurifierConfig
-from impure.evaluation import AdaptiveReport, EvaluationResult, choose_by_seed_means, seed_means
+from impure.evaluation import AdaptiveReport, EvaluationResult, choice_reason, choose_by_seed_means, seed_means
 from impure.formatting import format_eps, percent
 from impure.training.config import load_config
 
@@ -236,11 +236,7 @@ def seed_text(bundled: str) -> str:
     if chosen["defence"] != bundled:
         raise ValueError(f"by the rule on the seed means {chosen['defence']!r} wins, but the card says {bundled!r} "
                          "is bundled; bundle it or correct the records (recipes/candidates/*/record.json)")
-    others = [row["defence"] for row in competing if row is not chosen]
-    return text + (f" By the campaign's rule on these means, {bundled} is chosen: "
-                   + (f"{' and '.join(others)} {'is' if len(others) == 1 else 'are'} within 1 point of the highest "
-                      f"clean accuracy and {bundled} has the highest grey-box mean of them." if others
-                      else "it has the highest clean accuracy, by more than 1 point."))
+    return text + f" By the campaign's rule on these means, {bundled} is chosen: {choice_reason(chosen, competing)}."
 
 
 _REPORT = "robustness-cifar10-report"

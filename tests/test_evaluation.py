@@ -21,6 +21,7 @@ from impure.data import load_npz
 from impure.evaluation import (
     EvaluationResult,
     attack_settings,
+    choice_reason,
     choose_by_seed_means,
     evaluate,
     frontier_table,
@@ -237,6 +238,10 @@ def test_choose_by_seed_means_lets_rows_within_the_margin_compete_on_robustness(
             row("jpeg", 0.93, 0.35, None)]  # fmt: skip
     chosen, competing = choose_by_seed_means(rows)  # baselines never compete; c is 1.1 points below b
     assert chosen["defence"] == "a" and [r["defence"] for r in competing] == ["b", "a"]
+    assert choice_reason(chosen, competing) == ("b is within 1 point of the highest clean accuracy of the purifiers "
+                                                "and a has the highest grey-box mean of them")
+    assert choice_reason(*choose_by_seed_means(rows[2:3])) == ("it has the highest clean accuracy of the purifiers, "
+                                                                "by more than 1 point")
     assert choose_by_seed_means(rows, margin=0.02)[0]["defence"] == "c"
     assert choose_by_seed_means(rows, margin=0.0)[0]["defence"] == "b"
     with pytest.raises(ValueError, match="no purifier rows"):

@@ -9,7 +9,14 @@ from impure.evaluation.adaptive import (
     convergence,
     sanity_checks,
 )
-from impure.evaluation.frontier import choose_by_seed_means, frontier_table, pareto_front, seed_means, seed_means_table
+from impure.evaluation.frontier import (
+    choice_reason,
+    choose_by_seed_means,
+    frontier_table,
+    pareto_front,
+    seed_means,
+    seed_means_table,
+)
 from impure.evaluation.report import AttackResult, EvaluationResult, summary_table
 from impure.evaluation.runner import DEFAULT_EOT_SAMPLES, THREATS, EvaluationSettings, evaluate
 from impure.evaluation.sources import load_data, resolve_classifier, resolve_purifier
@@ -31,6 +38,7 @@ __all__ = [
     "attack_settings",
     "build_attack",
     "evaluate",
+    "choice_reason",
     "choose_by_seed_means",
     "frontier_table",
     "l2_norm",

@@ -148,6 +148,16 @@ def choose_by_seed_means(
     return max(competing, key=lambda row: row["mean"]["mean"]), competing
 
 
+def choice_reason(chosen: dict[str, Any], competing: Sequence[dict[str, Any]]) -> str:
+    """Why `choose_by_seed_means` picked `chosen` (a clause, e.g. "it has the highest clean accuracy of the
+    purifiers, by more than 1 point"), from what it returned."""
+    name, others = chosen["defence"], [row["defence"] for row in competing if row is not chosen]
+    if not others:
+        return "it has the highest clean accuracy of the purifiers, by more than 1 point"
+    return (f"{' and '.join(others)} {'is' if len(others) == 1 else 'are'} within 1 point of the highest clean "
+            f"accuracy of the purifiers and {name} has the highest grey-box mean of them")
+
+
 def seed_means_table(results_by_seed: Mapping[int, Sequence[EvaluationResult]], threat: str = "grey-box") -> str:
     """One Markdown table of `seed_means`: per defence, clean accuracy through it and the mean and worst
     robust accuracy under `threat` (in %) and the PSNR, each as the mean over seeds and every seed's value
