@@ -22,6 +22,7 @@ __all__ = [
     "CIFAR10_CLASSES",
     "DEFAULT_CLASSIFIER",
     "DEFAULT_PURIFIER",
+    "GRID_ROWS",
     "SAMPLES_PATH",
     "DemoResult",
     "load_demo_images",
@@ -40,7 +41,7 @@ IMAGE_SIZE = 32  # images of a folder are resized to CIFAR-10's size
 # Each tile has its predicted class in a CAPTION strip below it; TOP holds the title, accuracies and classes.
 GRID_COLUMNS = 10
 TILE, FRAME, GAP, CAPTION, LEFT, TOP, BOTTOM = 128, 3, 6, 14, 150, 58, 26
-_ROW_NAMES = ("clean", "adversarial", "perturbation", "purified clean", "purified adv.")
+GRID_ROWS = ("clean", "adversarial", "perturbation", "purified clean", "purified adv.")  # the grid's rows, top down
 _EXAMPLE_ROWS = ("clean", "adversarial", "purified_clean", "purified")
 _ACCURACY_NAMES = {"clean": "clean", "attacked": "attacked, no defence", "purified_clean": "purified clean",
                    "purified_attacked": "purified attacked"}
@@ -222,7 +223,7 @@ class DemoResult:
         draw = ImageDraw.Draw(canvas)
         for index, text in enumerate(lines):
             draw.text((8, 6 + 16 * index), text, fill="black", font=font)
-        for row, name in enumerate(_ROW_NAMES):
+        for row, name in enumerate(GRID_ROWS):
             draw.text((8, TOP + row * height + height // 2 - 6), name, fill="black", font=font)
         row_predictions = [self.predictions[k] for k in ("clean", "attacked")] + [None] + \
                           [self.predictions[k] for k in ("purified_clean", "purified_attacked")]

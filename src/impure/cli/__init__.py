@@ -1,4 +1,5 @@
-"""The `impure` command line: one sub-command per module in this package."""
+"""The `impure` command line: one sub-command per module in this package (`impure app` is serve_app.py and
+`impure demo` run_demo.py, so that no module shares a name with the library's impure.app and impure.demo)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 
 # Each module defines `register(subparsers)`, which adds its sub-command and sets `func`.
 # Modules are imported on demand so that `impure --help` stays fast.
-_COMMAND_MODULES = ("convert", "purify", "train", "make_adversarial", "evaluate", "demo", "app")
+_COMMAND_MODULES = ("convert", "purify", "train", "make_adversarial", "evaluate", "run_demo", "serve_app")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import _ROW_NAMES, run_demo
+    from ..demo import GRID_ROWS, run_demo
 
     named = args.output is not None
     output = args.output if named else DEFAULT_OUTPUT  # the demo's own default output is its to replace
@@ -58,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size)
     print(result.report())
     path = result.save_grid(output, overwrite=True)
-    print(f"wrote {path}: rows {', '.join(_ROW_NAMES)} (the perturbation amplified)")
+    print(f"wrote {path}: rows {', '.join(GRID_ROWS)} (the perturbation amplified)")
     return 0
