@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from impure._atomic import atomic_write
+from impure._util.atomic import atomic_write
 from impure.attacks import check_attack_names
 from impure.data import load_npz
 from impure.evaluation import (

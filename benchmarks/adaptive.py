@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from _common import DATA, SHARED, WEIGHTS, names, positive_int
 
-from impure._atomic import atomic_write
+from impure._util.atomic import atomic_write
 from impure.data import load_npz
 from impure.evaluation import AdaptiveReport, adaptive_evaluation, resolve_purifier
 from impure.formatting import percent

@@ -34,7 +34,7 @@ import torch
 from _common import SHARED, WEIGHTS, names
 
 from impure import Purifier
-from impure._atomic import atomic_write
+from impure._util.atomic import atomic_write
 from impure.baselines import load_baseline
 from impure.classifiers import load_classifier
 from impure.data import load_npz

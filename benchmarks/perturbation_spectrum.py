@@ -27,7 +27,7 @@ from _common import SHARED, WEIGHTS, names
 from fidelity import BANDS, DATA, energy_share, radial_power
 
 from impure import Purifier
-from impure._atomic import atomic_write
+from impure._util.atomic import atomic_write
 from impure.attacks import PGD
 from impure.classifiers import resolve_classifier
 from impure.data import load_npz

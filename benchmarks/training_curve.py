@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from impure._atomic import atomic_write
+from impure._util.atomic import atomic_write
 
 METRICS = {"val/accuracy": "clean accuracy through the purifier", "val_adv/accuracy": "grey-box PGD-10 accuracy",
            "val_white/accuracy": "white-box PGD-10 accuracy (through the purifier)", "val/psnr": "PSNR (dB)"}

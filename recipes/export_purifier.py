@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from impure import Purifier
-from impure._atomic import atomic_write
+from impure._util.atomic import atomic_write
 from impure.classifiers import load_classifier
 from impure.data import load_npz
 from impure.metrics import psnr

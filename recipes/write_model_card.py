@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from statistics import fmean
 
-from impure._atomic import atomic_write
+from impure._util.atomic import atomic_write
 from impure.cards import model_card
 from impure.config import PurifierConfig
 from impure.evaluation import AdaptiveReport, EvaluationResult, choice_reason, choose_by_seed_means, seed_means

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from impure._atomic import atomic_path, atomic_write
+from impure._util.atomic import atomic_path, atomic_write
 
 
 def test_atomic_write_replaces_and_uses_umask_permissions(tmp_path):

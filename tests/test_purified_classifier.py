@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from impure import PurifiedClassifier, Purifier, PurifierConfig, select_device, select_dtype
-from impure._bpda import straight_through
+from impure._util.bpda import straight_through
 
 
 def _classifier() -> nn.Module:

@@ -8,7 +8,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from impure import Purifier, PurifierConfig
-from impure._state import load_state_dict_strict, read_state_dict
+from impure._util.state import load_state_dict_strict, read_state_dict
 from impure.classifiers import CifarResNet, load_weights
 from impure.evaluation import resolve_classifier
 from impure.losses import paper_feature_loss

@@ -13,11 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "impure"
 # Lowest first; a module may import from its own layer or below. The root package (the public API) and the
 # command line sit on top.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("impure._atomic", "impure._checks", "impure._modes", "impure._random", "impure._state", "impure.formatting",
-     "impure.data", "impure.device", "impure.metrics", "impure.hub_files"),  # base helpers
+    ("impure._util", "impure.formatting", "impure.data", "impure.device", "impure.metrics",
+     "impure.hub_files"),  # base helpers
     ("impure.config", "impure.model"),  # the network
     ("impure.hub", "impure.cards"),  # Hub I/O and model cards
-    ("impure._bpda", "impure.classifier", "impure.tiling"),  # PurifiedClassifier
+    ("impure.classifier", "impure.tiling"),  # PurifiedClassifier
     ("impure.attacks", "impure.losses", "impure.mixing", "impure.classifiers", "impure.baselines"),
     ("impure.evaluation", "impure.training"),
     ("impure.cli", "impure.app", "impure.demo", "impure.__main__", "impure"),

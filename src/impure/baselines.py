@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impure._bpda import straight_through
-from impure._checks import check_images
+from impure._util.bpda import straight_through
+from impure._util.checks import check_images
 
 __all__ = ["JPEG", "BitDepthReduction", "MedianFilter", "is_baseline_name", "list_baselines", "load_baseline"]
 

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._bpda import straight_through
+from ._util.bpda import straight_through
 
 __all__ = ["PurifiedClassifier"]
 

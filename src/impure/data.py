@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
 
-from ._atomic import atomic_path
+from ._util.atomic import atomic_path
 
 __all__ = [
     "AdversarialShards",

@@ -244,7 +244,7 @@ class DemoResult:
             path: the PNG file.
             overwrite: replace an existing file (otherwise that is a `FileExistsError`).
         """
-        from ._atomic import atomic_write
+        from ._util.atomic import atomic_write
 
         path = Path(path)
         if path.exists() and not overwrite:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 
-from ._state import load_state_dict_strict
+from ._util.state import load_state_dict_strict
 from .cards import model_card
 from .config import PurifierConfig
 from .device import select_device

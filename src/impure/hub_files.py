@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ._atomic import atomic_path
+from ._util.atomic import atomic_path
 
 __all__ = ["BUNDLED_PREFIX", "BUNDLED_ROOT", "CONFIG_NAME", "WEIGHTS_NAME", "bundled_names", "resolve_local",
            "resolve_pretrained", "save_file_atomic"]

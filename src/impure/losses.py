@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-from impure._state import load_state_dict_strict, read_state_dict
+from impure._util.state import load_state_dict_strict, read_state_dict
 from impure.config import IMAGENET_MEAN, IMAGENET_STD
 from impure.mixing import DEFAULT_FRACTIONS, mix_patches
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._random import per_sample
+from ._util.rng import per_sample
 
 __all__ = ["DEFAULT_FRACTIONS", "mix_patches", "patch_mixing_mask"]
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_images
+from ._util.checks import check_images
 
 __all__ = ["purify_tiled", "tile_window"]
 

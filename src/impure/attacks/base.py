@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images, check_labels, inputs_validated
-from .._modes import eval_mode
-from .._random import per_sample
+from .._util.checks import check_images, check_labels, inputs_validated
+from .._util.modes import eval_mode
+from .._util.rng import per_sample
 
 __all__ = ["Attack"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .._state import StateDictMismatch, load_state_dict_strict
+from .._util.state import StateDictMismatch, load_state_dict_strict
 
 __all__ = ["load_weights"]
 

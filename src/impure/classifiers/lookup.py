@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._state import load_state_dict_strict
+from .._util.state import load_state_dict_strict
 from .registry import list_classifiers, load_classifier
 
 __all__ = ["Normalized", "resolve_classifier"]

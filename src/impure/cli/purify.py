@@ -6,7 +6,7 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from .._atomic import atomic_path
+from .._util.atomic import atomic_path
 
 DEFAULT_PURIFIER = "impure/cifar10"
 

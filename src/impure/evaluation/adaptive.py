@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from impure._atomic import atomic_write
+from impure._util.atomic import atomic_write
 from impure.evaluation.plots import save_convergence_plot
 from impure.evaluation.report import EvaluationResult
 from impure.evaluation.runner import EvaluationSettings, evaluate

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from impure._atomic import atomic_write
+from impure._util.atomic import atomic_write
 from impure.formatting import in_255
 
 __all__ = ["residual_image", "save_bar_chart", "save_convergence_plot", "save_grid"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .._atomic import atomic_write
+from .._util.atomic import atomic_write
 from ..formatting import format_eps, percent
 from . import plots
 

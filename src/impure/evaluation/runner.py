@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from impure._modes import eval_mode
+from impure._util.modes import eval_mode
 from impure.attacks.eot import adaptive_target
 from impure.attacks.registry import DEFAULT_ATTACKS, attack_settings, build_attack, check_attack_names
 from impure.device import select_device, select_dtype

@@ -49,7 +49,7 @@ def load_data(
     Returns:
         images float (N, 3, H, W) in [0, 1], labels int64 (N,), and a short description of the source.
     """
-    from impure._checks import check_images, check_labels
+    from impure._util.checks import check_images, check_labels
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive number of images, got {limit!r}")

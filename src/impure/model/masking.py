@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._random import per_sample
+from .._util.rng import per_sample
 
 __all__ = ["linear_noise_schedule", "lattice_group_ids", "lattice_partition", "random_partition",
            "window_rows"]

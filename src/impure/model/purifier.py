@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images, should_check_inputs
-from .._random import per_sample
+from .._util.checks import check_images, should_check_inputs
+from .._util.rng import per_sample
 from ..config import PurifierConfig
 from .layers import QueryBlock, sincos_position_table, vit_block
 from .masking import lattice_partition, linear_noise_schedule, random_partition, window_rows

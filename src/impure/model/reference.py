@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .._state import read_state_dict
+from .._util.state import read_state_dict
 from ..config import PurifierConfig, list_presets
 from .masking import linear_noise_schedule
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from impure._atomic import atomic_write
+from impure._util.atomic import atomic_write
 from impure.data import SHARD_MANIFEST, fetch_batch, shard_files, write_adversarial_shard
 
 __all__ = ["make_adversarial_dataset"]

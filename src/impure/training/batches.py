@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from impure._random import per_sample
+from impure._util.rng import per_sample
 from impure.data import fetch_batch
 
 __all__ = ["BatchPlan", "augment"]

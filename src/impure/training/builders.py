@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from impure._state import load_state_dict_strict, read_state_dict
+from impure._util.state import load_state_dict_strict, read_state_dict
 from impure.config import PurifierConfig
 from impure.losses import (
     IMAGENET_MEAN,

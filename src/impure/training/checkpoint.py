@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .._atomic import atomic_path
+from .._util.atomic import atomic_path
 
 __all__ = ["atomic_save", "config_differences", "load_checkpoint", "purifier_from_checkpoint"]
 
@@ -45,7 +45,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def purifier_from_checkpoint(path: str | os.PathLike, ema: bool = True):
     """The purifier a training checkpoint holds, in eval mode: its EMA weights when the run kept an EMA
     (and `ema`), else its current weights."""
-    from impure._state import load_state_dict_strict
+    from impure._util.state import load_state_dict_strict
     from impure.config import PurifierConfig
     from impure.hub import Purifier
 

@@ -20,10 +20,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from tqdm.auto import tqdm
 
-from impure._atomic import atomic_write
-from impure._modes import eval_mode
-from impure._random import batch_slice
-from impure._state import load_state_dict_strict
+from impure._util.atomic import atomic_write
+from impure._util.modes import eval_mode
+from impure._util.rng import batch_slice
+from impure._util.state import load_state_dict_strict
 from impure.attacks.eot import adaptive_target
 from impure.config import PurifierConfig
 from impure.data import AdversarialShards, fetch_batch, open_dataset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from impure._modes import eval_mode
+from impure._util.modes import eval_mode
 from impure.metrics import psnr
 
 __all__ = ["validate"]
