@@ -117,7 +117,7 @@ def test_noise_timesteps_are_set_absolutely_and_saved_as_the_new_nominal(tmp_pat
     purifier.set_noise_t(90, 135).save_pretrained(tmp_path)
     loaded = Purifier.from_pretrained(tmp_path)  # a saved folder loads at the timesteps it was saved at
     assert loaded.noise_t == loaded.nominal_noise_t == (90, 135)
-    for bad, match in ((1000, "image_noise_t must be an integer in \\[0, 1000\\), got 1000"),
+    for bad, match in ((1000, "image_noise_t must be an integer in \\[0, 999\\], got 1000"),
                        (80.5, "image_noise_t must be an integer"), (True, "image_noise_t must be an integer")):
         with pytest.raises(ValueError, match=match):
             purifier.set_noise_t(bad, 120)

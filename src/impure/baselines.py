@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from impure._util.bpda import straight_through
-from impure._util.checks import check_images
+from impure._util.checks import check_images, check_integer
 
 __all__ = ["JPEG", "BitDepthReduction", "MedianFilter", "is_baseline_name", "list_baselines", "load_baseline"]
 
@@ -85,8 +85,7 @@ class JPEG(nn.Module):
 
     def __init__(self, quality: int = 75) -> None:
         super().__init__()
-        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-            raise ValueError(f"JPEG quality must be an integer in [1, 100], got {quality!r}")
+        check_integer("JPEG quality", quality, 1, 100)
         self.quality = quality
         self.register_buffer("dct", _dct_matrix(), persistent=False)
         self.register_buffer("luma_q", _quant_table(_LUMA_TABLE, quality), persistent=False)
@@ -141,8 +140,7 @@ class BitDepthReduction(nn.Module):
 
     def __init__(self, bits: int = 4) -> None:
         super().__init__()
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-            raise ValueError(f"bit depth must be an integer in [1, 8], got {bits!r}")
+        check_integer("bit depth", bits, 1, 8)
         self.bits = bits
 
     def extra_repr(self) -> str:
@@ -165,8 +163,7 @@ class MedianFilter(nn.Module):
 
     def __init__(self, kernel_size: int = 3) -> None:
         super().__init__()
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
-            raise TypeError(f"median kernel_size must be an int, got {type(kernel_size).__name__}")
+        check_integer("median kernel_size", kernel_size, type_error=True)
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"median kernel_size must be odd and >= 3, got {kernel_size}")
         self.kernel_size = kernel_size

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._util.checks import check_integer
+
 __all__ = ["PurifierConfig", "list_presets"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -99,8 +101,7 @@ class PurifierConfig:
                     "decoder_width", "decoder_depth", "decoder_heads", "num_groups", "noise_steps")
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"PurifierConfig.{name} must be a positive integer, got {value!r}")
+            check_integer(f"PurifierConfig.{name}", value)
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
@@ -128,9 +129,7 @@ class PurifierConfig:
         if self.noise_schedule != "linear":
             raise ValueError(f"noise_schedule must be 'linear', got {self.noise_schedule!r}")
         for name in ("image_noise_t", "feature_noise_t"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < self.noise_steps:
-                raise ValueError(f"{name} must be an integer in [0, {self.noise_steps}), got {value!r}")
+            check_integer(name, getattr(self, name), 0, self.noise_steps - 1)
         for name in ("train_image_noise_t", "train_feature_noise_t"):
             low, high = getattr(self, name)
             if not 0 <= low <= high < self.noise_steps:

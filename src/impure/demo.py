@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from ._util.checks import check_integer
 from .formatting import in_255
 from .hub import Purifier
 
@@ -63,8 +64,8 @@ def load_demo_images(source: str | os.PathLike | None = None,
     """
     from .data import ImageFolderDataset, load_npz
 
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if limit is not None:
+        check_integer("limit", limit)
     if source is None:
         images, labels = load_npz(SAMPLES_PATH)
         description = f"{len(labels)} CIFAR-10 test images shipped with impure"
@@ -290,8 +291,7 @@ def run_demo(
     from .evaluation import evaluate
 
     for name, value, low in (("steps", steps, 1), ("seed", seed, 0), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_integer(name, value, low)
     started = time.perf_counter()
     images, labels, source = load_demo_images(data, limit)  # bad input fails before the models load
     device = select_device(device)

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["check_images", "check_labels", "inputs_validated", "should_check_inputs"]
+__all__ = ["check_budget", "check_count", "check_images", "check_integer", "check_labels", "check_number",
+           "inputs_validated", "should_check_inputs"]
 
 _inputs_validated = contextvars.ContextVar("impure_inputs_validated", default=False)
 
@@ -76,3 +77,48 @@ def check_labels(labels: torch.Tensor, batch_size: int, name: str = "labels") ->
         raise ValueError(f"{name} must have shape ({batch_size},) to match the images, got {tuple(labels.shape)}")
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError(f"{name} must be non-negative class indices, got minimum {int(labels.min())}")
+
+
+def check_number(
+    name: str, value: float, *, low: float = 0.0, high: float = math.inf, low_open: bool = True
+) -> float:
+    """Return `value` as a float after checking it is a real number in (low, high] (or [low, high])."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    if not math.isfinite(value) or too_low or value > high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return value
+
+
+def check_integer(name: str, value: int, low: int = 1, high: int | None = None, *, type_error: bool = False) -> int:
+    """Return `value` after checking it is an integer (not a bool) in [low, high].
+
+    Raises:
+        ValueError: "{name} must be an integer >= {low}, got {value!r}" (or "in [low, high]"), also for a value
+            that is not an integer; with `type_error`, a `TypeError` for that ("{name} must be an int, got
+            float") and "{name} must be >= {low}, got {value}" for a value out of range, as the attacks say it.
+    """
+    bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, int):
+        if type_error:
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {bound}, got {value}" if type_error else
+                         f"{name} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def check_count(name: str, value: int, minimum: int = 1) -> int:
+    """An attack's count argument (steps, restarts, ...): `check_integer` with its type errors."""
+    return check_integer(name, value, minimum, type_error=True)
+
+
+def check_budget(name: str, value: float) -> float:
+    """Check a perturbation size on the [0, 1] image scale; catch the common 0-255 slip."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 1 < value <= 255:
+        raise ValueError(f"{name} must be in (0, 1] on the [0, 1] image scale, got {value}; did you mean {value}/255?")
+    return check_number(name, value, high=1.0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ClassVar
@@ -11,41 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._util.checks import check_images, check_labels, inputs_validated
+from .._util.checks import check_budget, check_count, check_images, check_labels, inputs_validated
 from .._util.modes import eval_mode
 from .._util.rng import per_sample
 
 __all__ = ["Attack"]
-
-
-def check_number(
-    name: str, value: float, *, low: float = 0.0, high: float = math.inf, low_open: bool = True
-) -> float:
-    """Return `value` as a float after checking it is a real number in (low, high] (or [low, high])."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    too_low = value <= low if low_open else value < low
-    if not math.isfinite(value) or too_low or value > high:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-    return value
-
-
-def check_count(name: str, value: int, minimum: int = 1) -> int:
-    """Return `value` after checking it is an integer >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def check_budget(name: str, value: float) -> float:
-    """Check a perturbation size on the [0, 1] image scale; catch the common 0-255 slip."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 1 < value <= 255:
-        raise ValueError(f"{name} must be in (0, 1] on the [0, 1] image scale, got {value}; did you mean {value}/255?")
-    return check_number(name, value, high=1.0)
 
 
 @contextmanager

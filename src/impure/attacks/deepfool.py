@@ -8,7 +8,8 @@ import math
 import torch
 from torch import nn
 
-from .base import Attack, check_count, check_number
+from .._util.checks import check_count, check_number
+from .base import Attack
 
 __all__ = ["DeepFool"]
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_number
+from .._util.checks import check_number
 from .iterative import IterativeSignAttack
 
 __all__ = ["DIFGSM", "input_diversity"]

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .._util.checks import check_count
 from ..classifier import PurifiedClassifier
-from .base import check_count
 
 __all__ = ["EOT", "adaptive_target"]
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Attack, check_budget, check_count, check_number
+from .._util.checks import check_budget, check_count, check_number
+from .base import Attack
 
 __all__ = ["IterativeSignAttack"]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from .._util.checks import check_integer
 from .apgd import APGD
 from .bim import BIM
 from .cw import CW
@@ -82,8 +83,7 @@ def attack_settings(name: str, eps: float, steps: int | None = None, **overrides
                 and p.default is not inspect.Parameter.empty}  # fmt: skip
     settings.update(_SUITE[_check_name(name)][1](eps))
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        check_integer("steps", steps)
         if "steps" in parameters:
             settings["steps"] = steps
     unknown = set(overrides) - set(parameters) | set(overrides) & set(_NOT_SETTINGS)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from impure._util.checks import check_integer
 from impure._util.modes import eval_mode
 from impure.attacks.eot import adaptive_target
 from impure.attacks.registry import DEFAULT_ATTACKS, attack_settings, build_attack, check_attack_names
@@ -389,11 +390,9 @@ def _check_arguments(eps: float, batch_size: int, eot_samples: int | None, keep_
         )
     for name, value, low in (("batch_size", batch_size, 1), ("keep_examples", keep_examples, 0),
                              ("resubmissions", resubmissions, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if eot_samples is not None and (isinstance(eot_samples, bool) or not isinstance(eot_samples, int)
-                                    or eot_samples < 1):  # fmt: skip
-        raise ValueError(f"eot_samples must be a positive integer or None, got {eot_samples!r}")
+        check_integer(name, value, low)
+    if eot_samples is not None:
+        check_integer("eot_samples", eot_samples)
 
 
 def _derive(seed: int, *keys: Any) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from impure._util.checks import check_images, check_integer, check_labels
 from impure.classifiers.lookup import Normalized, resolve_classifier
 from impure.hub import Purifier
 from impure.model import PurifierModel
@@ -49,10 +50,8 @@ def load_data(
     Returns:
         images float (N, 3, H, W) in [0, 1], labels int64 (N,), and a short description of the source.
     """
-    from impure._util.checks import check_images, check_labels
-
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive number of images, got {limit!r}")
+    if limit is not None:
+        check_integer("limit", limit)
     if isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         images, labels = data
         description = "tensors"
