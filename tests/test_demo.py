@@ -239,6 +239,7 @@ def test_demo_default_bundled_weights(tmp_path, capsys):
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "purifier    impure/cifar10 (strength 1)" in captured.out
+    assert "(strength 1) at noise t 80/120" in captured.out  # the absolute setting beside the relative one
     assert all(total == 4 for _, total in _accuracies(captured.out).values())
     width = TILE + 2 * FRAME + GAP
     with Image.open(out) as grid:  # four columns; the title may make it wider

@@ -135,6 +135,22 @@ def test_training_noise_ranges_can_be_narrowed_and_are_saved_with_the_weights(tm
         purifier.set_training_noise((240, 80), (120, 360))
 
 
+def test_purify_noise_t_option_sets_the_timesteps_absolutely(tmp_path, image_folder, capsys):
+    image = str(image_folder / "img0.png")
+    outputs = {}
+    for name, option in (("strength", ["--strength", "0.5"]), ("noise-t", ["--noise-t", "40/60"])):
+        assert main(["purify", image, "-o", str(tmp_path / name), "--purifier", "impure/cifar10", "--device",
+                     "cpu", *option]) == 0
+        with Image.open(tmp_path / name / "img0.png") as output:
+            outputs[name] = np.asarray(output)
+    np.testing.assert_array_equal(outputs["strength"], outputs["noise-t"])  # impure/cifar10 is saved at t 80/120
+    assert main(["purify", image, "-o", str(tmp_path / "both"), "--strength", "2", "--noise-t", "40/60"]) == 1
+    assert "give --strength or --noise-t, not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["purify", image, "-o", str(tmp_path / "bad"), "--noise-t", "40"])
+    assert "noise timesteps must look like 80/120" in capsys.readouterr().err
+
+
 def test_purify_dtype_option_bf16_stays_close_to_fp32_and_fp16_is_refused_on_the_cpu(tmp_path, image_folder,
                                                                                        capsys):
     outputs = {}

@@ -161,6 +161,7 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
     defaults = dict(image=None, sample=samples[0], purifier=purifiers[0], classifier=classifiers[0],
                     attack="PGD", eps_255=8, steps=10, strength=1.0, seed=0)
     example = attack_and_purify(**defaults)
+    nominal = _purifier(defaults["purifier"]).nominal_noise_t
 
     def run(image, sample, purifier, classifier, attack, eps_255, steps, strength, seed):
         try:
@@ -190,7 +191,8 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
                                              allow_custom_value=True)
                     steps = gr.Slider(1, 40, value=defaults["steps"], step=1, label="PGD steps")
                     strength = gr.Slider(0.25, 4, value=defaults["strength"], step=0.25,
-                                         label="purification strength")
+                                         label=f"purification strength (× the purifier's saved noise timesteps, "
+                                               f"t {nominal[0]}/{nominal[1]} for {defaults['purifier']})")
                     seed = gr.Number(value=defaults["seed"], precision=0, label="seed")
             with gr.Column(scale=3):
                 with gr.Row():

@@ -142,10 +142,15 @@ class DemoResult:
     residual_l2: torch.Tensor
     seconds: dict[str, float]
     examples: dict[str, torch.Tensor]
+    noise_t: tuple[int, int] | None = None  # the purifier's (image, feature) noise timesteps, noise mode only
 
     @property
     def count(self) -> int:
         return len(self.labels)
+
+    @property
+    def _noise_text(self) -> str:
+        return "" if self.noise_t is None else f" at noise t {self.noise_t[0]}/{self.noise_t[1]}"
 
     @property
     def accuracies(self) -> dict[str, float]:
@@ -164,7 +169,7 @@ class DemoResult:
         lines = [
             f"images      {self.source}",
             f"classifier  {self.classifier}",
-            f"purifier    {self.purifier} (strength {self.strength:g})",
+            f"purifier    {self.purifier} (strength {self.strength:g}){self._noise_text}",
             f"attack      PGD on the classifier alone (grey-box): eps {in_255(self.eps)}, "
             f"{self.steps} steps of {in_255(self.alpha)}",
             "",
@@ -211,7 +216,8 @@ class DemoResult:
         font = ImageFont.load_default()
         accuracy = self.accuracies
         lines = [
-            f"{self.classifier} behind the purifier {self.purifier} (strength {self.strength:g}): PGD on the "
+            f"{self.classifier} behind the purifier {self.purifier} (strength {self.strength:g}){self._noise_text}: "
+            "PGD on the "
             f"classifier alone (grey-box), eps {in_255(self.eps)}, {self.steps} steps, {self.count} images",
             "accuracy: " + "   ".join(f"{name} {accuracy[key]:.0%}" for key, name in _ACCURACY_NAMES.items()),
         ]
@@ -261,6 +267,7 @@ def run_demo(
     purifier: str | os.PathLike | Purifier = DEFAULT_PURIFIER,
     classifier: str | os.PathLike | nn.Module = DEFAULT_CLASSIFIER,
     strength: float = 1.0,
+    noise_t: tuple[int, int] | None = None,
     eps: float = 8 / 255,
     steps: int = 10,
     limit: int | None = None,
@@ -276,8 +283,10 @@ def run_demo(
             `Purifier.from_pretrained`.
         classifier: an `nn.Module` (images in [0, 1] -> CIFAR-10 logits; moved to `device`) or a name that
             `impure.classifiers.resolve_classifier` accepts, e.g. a bundled one or a .safetensors file.
-        strength: purification strength of a purifier loaded by name (see `Purifier.set_strength`); for a
-            `Purifier` object set it yourself.
+        strength: purification strength of a purifier loaded by name, relative to its saved noise timesteps
+            (see `Purifier.set_strength`); for a `Purifier` object set it yourself.
+        noise_t: (image, feature) noise timesteps for a purifier loaded by name, instead of a strength (see
+            `Purifier.set_noise_t`).
         eps: the PGD budget (L-inf, [0, 1] scale); the step is eps / 4, as in `impure evaluate`.
         steps: PGD iterations.
         limit: use only the first `limit` images.
@@ -295,14 +304,18 @@ def run_demo(
     started = time.perf_counter()
     images, labels, source = load_demo_images(data, limit)  # bad input fails before the models load
     device = select_device(device)
+    if noise_t is not None and strength != 1:
+        raise ValueError("give strength or noise_t, not both")
     if isinstance(purifier, Purifier):
-        if strength != 1:
-            raise ValueError("strength applies to a purifier loaded by name; call purifier.set_strength() "
-                             "on a Purifier object instead")
+        if strength != 1 or noise_t is not None:
+            raise ValueError("strength and noise_t apply to a purifier loaded by name; call purifier.set_strength() "
+                             "or set_noise_t() on a Purifier object instead")
         purifier_name = f"Purifier ({purifier.config.image_size} px, patch {purifier.config.patch_size})"
     else:
         purifier_name = str(purifier)
         purifier = Purifier.from_pretrained(purifier).set_strength(strength)
+        if noise_t is not None:
+            purifier.set_noise_t(*noise_t)
     model, classifier_name = resolve_classifier(classifier)
     seconds = {"loading": time.perf_counter() - started}
     # Grey-box, as `impure evaluate` measures it: PGD on the bare classifier (made once, shared through the
@@ -326,4 +339,5 @@ def run_demo(
         **{key: defended[f"grey-box/pgd/{key}"] for key in ("perturbation_linf", "perturbation_l2",
                                                           "residual_linf", "residual_l2")},
         examples={name: kept[name] for name in ("clean", "adversarial", "purified_clean", "purified")},
+        noise_t=purifier.noise_t if purifier.config.mask_mode == "noise" else None,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-__all__ = ["format_eps", "in_255", "parse_eps", "percent"]
+__all__ = ["format_eps", "in_255", "parse_eps", "parse_noise_t", "percent"]
 
 
 def percent(value: float) -> str:
@@ -38,3 +38,15 @@ def parse_eps(text: str) -> float:
     if not 0 < value <= 1:
         raise ValueError(f"eps must lie in (0, 1] on the [0, 1] pixel scale, got {text}")
     return value
+
+
+def parse_noise_t(text: str) -> tuple[int, int]:
+    """Image/feature noise timesteps written as "80/120".
+
+    Raises:
+        ValueError: the text is not two whole numbers separated by "/".
+    """
+    image, sep, feature = str(text).strip().partition("/")
+    if not (sep and image.strip().isdigit() and feature.strip().isdigit()):
+        raise ValueError(f"noise timesteps must look like 80/120 (image/feature), got {text!r}")
+    return int(image), int(feature)

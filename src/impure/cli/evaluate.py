@@ -18,6 +18,14 @@ def parse_eps(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def noise_t_argument(text: str) -> tuple[int, int]:
+    """`--noise-t`: `impure.formatting.parse_noise_t`, its error reported as argparse's."""
+    try:
+        return formatting.parse_noise_t(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .._util.atomic import atomic_path
+from .evaluate import noise_t_argument
 
 DEFAULT_PURIFIER = "impure/cifar10"
 
@@ -25,8 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--purifier", default=DEFAULT_PURIFIER,
                         help=f"bundled name, folder or Hub id of the purifier (default {DEFAULT_PURIFIER})")
     parser.add_argument("--strength", type=float, default=1.0,
-                        help="purification strength: scales the noise timesteps of a noise-mode purifier "
+                        help="purification strength, relative: scales the noise timesteps of a noise-mode purifier "
                              "(1 = the purifier's own setting, lower keeps more detail, higher removes more)")
+    parser.add_argument("--noise-t", type=noise_t_argument, metavar="I/F",
+                        help="purify at these image/feature noise timesteps instead, e.g. 80/120 (absolute; "
+                             "default: the purifier's own)")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="precision of the purifier: auto is bf16 (or fp16) on a GPU and fp32 on the CPU "
@@ -89,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     purifier = Purifier.from_pretrained(args.purifier, device=device, dtype=select_dtype(args.dtype, device))
     purifier.set_strength(args.strength)
+    if args.noise_t is not None:
+        if args.strength != 1:
+            raise ValueError("give --strength or --noise-t, not both")
+        purifier.set_noise_t(*args.noise_t)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     trained = purifier.config.image_size
     failed, noted = [], False

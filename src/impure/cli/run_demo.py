@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..demo import DEFAULT_CLASSIFIER, DEFAULT_PURIFIER
-from .evaluate import parse_eps
+from .evaluate import noise_t_argument, parse_eps
 
 DEFAULT_OUTPUT = Path("impure_demo.png")
 
@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"bundled name, a .safetensors file named after its architecture (e.g. cifar10_resnet56.safetensors), "
              f"torchvision:NAME, timm:NAME, module:callable or a TorchScript file (default {DEFAULT_CLASSIFIER})")
     add("--strength", type=float, default=1.0,
-        help="purification strength: scales a noise-mode purifier's noise levels (default 1)")
+        help="purification strength, relative: scales the noise timesteps the purifier was saved with (default 1)")
+    add("--noise-t", type=noise_t_argument, metavar="I/F",
+        help="purify at these image/feature noise timesteps instead, e.g. 80/120 (absolute)")
     add("--eps", type=parse_eps, default=8 / 255, help="PGD's L-inf budget, e.g. 8/255 (default)")
     add("--steps", type=int, default=10, help="PGD iterations (default 10; step size eps/4)")
     add("--limit", type=int, help="use only the first N images")
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{output} exists; pass --force to overwrite it, or choose another file with -o")
     print(f"impure demo: PGD ({args.steps} steps) on {args.classifier}, purified by {args.purifier}", flush=True)
     result = run_demo(args.input, purifier=args.purifier, classifier=args.classifier, strength=args.strength,
+                      noise_t=args.noise_t,
                       eps=args.eps, steps=args.steps, limit=args.limit, seed=args.seed, device=args.device,
                       batch_size=args.batch_size)
     print(result.report())
