@@ -177,9 +177,10 @@ class DemoResult:
             f"  ({self.count} images: a demonstration, each accuracy within about "
             f"±{196 * (0.25 / self.count) ** 0.5:.0f} points; the README's table measures 250 test images, "
             "through a ResNet-56 the purifier never saw)",
-            *([f"  ({DEFAULT_CLASSIFIER}, trained briefly on JPEG images, is a weak witness: its PGD perturbations "
-               "sit at lower frequencies, which the purifier keeps, so the purified attack does worse here than on "
-               "the shared ResNets; docs/training.md)"] if self.classifier == DEFAULT_CLASSIFIER else []),
+            *([f"  ({DEFAULT_CLASSIFIER}, our own small ResNet-20, is a weak witness: PGD on it survives the "
+               "purifier far more often than PGD on the shared ResNets, so the purified attack does worse here than "
+               "in the README's table; the cause is only partly found, see docs/training.md)"]
+              if self.classifier == DEFAULT_CLASSIFIER else []),
             "",
             f"perturbation  x_adv - x         L-inf max {in_255(float(self.perturbation_linf.max()))}, "
             f"L2 mean {float(self.perturbation_l2.mean()):.3f}",
