@@ -21,7 +21,7 @@ ATTACKS = ("PGD", "FGSM")
 _DISPLAY = 224  # images are shown upscaled (nearest) to this side
 _LOCK = threading.Lock()  # one request at a time: the cached purifiers' strength is set per request
 _IMAGE_LABELS = {"clean": "clean", "adversarial": "adversarial", "purified": "purified adversarial",
-                 "residual": "residual P(x_adv) − P(x) (±ε: full contrast)"}
+                 "residual": "residual P(x_adv) − P(x)"}
 _TOP3_LABELS = {"clean_top3": "clean: top-3", "adversarial_top3": "adversarial: top-3",
                 "purified_top3": "purified adversarial: top-3"}
 _OUTPUTS = (*_IMAGE_LABELS, *_TOP3_LABELS)  # the page's outputs, in the order `run` returns them
@@ -175,7 +175,11 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
                     "Pick a CIFAR-10 sample or upload an image, choose the attack and its budget, and compare "
                     "the classifier's top-3 predictions on the clean, adversarial and purified images. The "
                     "attack sees the classifier only (grey-box); everything runs offline on this machine. "
-                    "Shown below: the first sample, already attacked and purified.")
+                    "Shown below: the first sample, already attacked and purified; the residual is amplified so "
+                    "that ±ε is full contrast."
+                    + (f" The default classifier, {DEFAULT_CLASSIFIER}, is a weak witness: PGD on it survives the "
+                       "purifier more often than on the classifiers of the README's table (docs/training.md)."
+                       if classifiers[0] == DEFAULT_CLASSIFIER else ""))
         with gr.Row():
             with gr.Column(scale=1):
                 sample = gr.Dropdown(samples, value=defaults["sample"], label="sample image")
