@@ -30,7 +30,7 @@ from impure.evaluation import (
     seed_means,
     seed_means_table,
 )
-from impure.formatting import in_255, parse_eps
+from impure.formatting import in_255, parse_eps, parse_noise_t
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = Path("data") / "cifar10" / "test_dev.npz"
@@ -97,15 +97,13 @@ def strengths(text: str) -> tuple[float, ...]:
 
 def noise_timesteps(text: str) -> tuple[tuple[int, int], ...]:
     """Comma-separated image/feature noise timesteps, e.g. "80/120,120/180"."""
-    pairs = []
-    for item in names(text):
-        image, sep, feature = item.partition("/")
-        if not (sep and image.strip().isdigit() and feature.strip().isdigit()):
-            raise argparse.ArgumentTypeError(f"noise timesteps must look like 80/120[,120/180] (got {text!r})")
-        pairs.append((int(image), int(feature)))
+    try:
+        pairs = tuple(parse_noise_t(item) for item in names(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"noise timesteps must look like 80/120[,120/180] (got {text!r})") from error
     if not pairs:
         raise argparse.ArgumentTypeError(f"noise timesteps must look like 80/120[,120/180] (got {text!r})")
-    return tuple(pairs)
+    return pairs
 
 
 class _NewPurifier(argparse.Action):

@@ -10,7 +10,8 @@ weights of your own, e.g. cifar_resnet20@runs/demo-classifier/model.safetensors.
 On test_dev images 0 to --limit - 1: PGD-10 (ε 8/255, step 2/255) on each classifier alone; the radial power
 spectrum of the perturbation x_adv - x and of the residual P(x_adv) - P(x) that the purifier lets through (both
 purified with the same noise), per frequency band; the share of the perturbation's energy below a quarter of the
-Nyquist frequency; and each classifier's accuracy on clean, adversarial and purified adversarial images.
+Nyquist frequency; and each classifier's accuracy on clean, adversarial and purified adversarial images, and on
+the adversarial images through JPEG q75 (no learning: what a low-pass alone removes).
 Writes perturbation-spectrum.md and .json into --out.
 """
 
@@ -29,6 +30,7 @@ from fidelity import BANDS, DATA, energy_share, radial_power
 from impure import Purifier
 from impure._util.atomic import atomic_write
 from impure.attacks import PGD
+from impure.baselines import load_baseline
 from impure.classifiers import resolve_classifier
 from impure.data import load_npz
 
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     images, labels = load_npz(DATA)
     images, labels = images[:args.limit], labels[:args.limit]
     purifier = Purifier.from_pretrained(args.purifier)
+    jpeg = load_baseline("jpeg75")  # a purifier that learned nothing: what JPEG's low-pass alone removes
     rows = []
     for name in names(args.classifiers):
         architecture, _, weights = name.partition("@")
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 "adversarial": accuracy(classifier, adversarial, labels),
                 "purified_clean": accuracy(classifier, purified_clean, labels),
                 "purified_adversarial": accuracy(classifier, purified_adv, labels),
+                "jpeg_adversarial": accuracy(classifier, jpeg(adversarial), labels),
                 "perturbation_spectrum": radial_power(delta), "residual_spectrum": radial_power(residual),
                 "perturbation_low_share": energy_share(delta, 0, 0.25),
                 "residual_low_share": energy_share(residual, 0, 0.25),
@@ -77,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     bands = [f"{low:g}-{high:g}" for low, high in zip(BANDS[:-1], [*BANDS[1:-1], 1.41], strict=True)]
     lines = [f"Grey-box PGD-10 (ε 8/255) on each classifier alone, {args.limit} test_dev images from image 0, "
              f"purified by {args.purifier} (noise seed {args.seed}). Accuracy (%) of the classifier attacked:", "",
-             "| classifier | clean | PGD | purified clean | purified PGD | perturbation energy below 0.25 Nyquist "
-             "| residual's | residual / perturbation (L2) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| classifier | clean | PGD | purified clean | purified PGD | JPEG q75 PGD | perturbation energy below "
+             "0.25 Nyquist | residual's | residual / perturbation (L2) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['classifier']} | {r['clean']:.1f} | {r['adversarial']:.1f} | {r['purified_clean']:.1f} | "
-              f"{r['purified_adversarial']:.1f} | {r['perturbation_low_share']:.1f} % | "
+              f"{r['purified_adversarial']:.1f} | {r['jpeg_adversarial']:.1f} | "
+              f"{r['perturbation_low_share']:.1f} % | "
               f"{r['residual_low_share']:.1f} % | {r['residual_l2_ratio']:.2f} |" for r in rows]
     lines += ["", "Share of the perturbation's power that survives the purifier, per radial frequency band "
               "(residual power / perturbation power, %):", "", "| classifier | " + " | ".join(bands) + " |",
