@@ -177,9 +177,9 @@ class DemoResult:
             f"  ({self.count} images: a demonstration, each accuracy within about "
             f"±{196 * (0.25 / self.count) ** 0.5:.0f} points; the README's table measures 250 test images, "
             "through a ResNet-56 the purifier never saw)",
-            *([f"  ({DEFAULT_CLASSIFIER}, our own small ResNet-20, is a weak witness: PGD on it survives the "
-               "purifier far more often than PGD on the shared ResNets, so the purified attack does worse here than "
-               "in the README's table; the cause is only partly found, see docs/training.md)"]
+            *([f"  ({DEFAULT_CLASSIFIER}, our own small ResNet-20 trained on JPEG images, is a weak witness: PGD on "
+               "it survives the purifier far more often than PGD on the shared ResNets, so the purified attack does "
+               "worse here than in the README's table; docs/training.md says why)"]
               if self.classifier == DEFAULT_CLASSIFIER else []),
             "",
             f"perturbation  x_adv - x         L-inf max {in_255(float(self.perturbation_linf.max()))}, "
