@@ -12,8 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .attacks import FGSM, PGD, attack_settings
+from .classifiers import resolve_classifier
 from .demo import CIFAR10_CLASSES, DEFAULT_CLASSIFIER, DEFAULT_PURIFIER, load_demo_images
 from .hub import Purifier
+from .hub_files import bundled_names
 
 __all__ = ["ATTACKS", "attack_and_purify", "build_app", "sample_names"]
 
@@ -47,8 +50,6 @@ def _purifier(name: str) -> Purifier:
 
 @functools.lru_cache(maxsize=4)
 def _classifier(name: str) -> nn.Module:
-    from .classifiers import resolve_classifier
-
     return resolve_classifier(name)[0].eval()
 
 
@@ -81,8 +82,6 @@ def attack_and_purify(image: np.ndarray | None, sample: str | None, purifier: st
 
 
 def _attack_and_purify(image, sample, purifier, classifier, attack, eps_255, steps, strength, seed) -> dict[str, Any]:
-    from .attacks import FGSM, PGD, attack_settings
-
     model = _purifier(purifier)
     model.set_strength(strength)
     net = _classifier(classifier)
@@ -153,8 +152,6 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
         import gradio as gr
     except ImportError as error:
         raise ImportError('the web demo needs Gradio: pip install "impure[app]"') from error
-    from .hub_files import bundled_names
-
     purifiers = purifiers or [name for name in bundled_names() if "resnet" not in name]
     classifiers = classifiers or [DEFAULT_CLASSIFIER]
     samples = sample_names()

@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from ._util.atomic import atomic_write
 from ._util.checks import check_integer
+from .attacks import attack_settings
+from .classifiers import resolve_classifier
+from .data import ImageFolderDataset, load_npz
+from .device import select_device
+from .evaluation import evaluate
 from .formatting import in_255
 from .hub import Purifier
 
@@ -62,8 +68,6 @@ def load_demo_images(source: str | os.PathLike | None = None,
     Returns:
         images (N, 3, H, W) float in [0, 1], labels (N,) int64, and a description of the source.
     """
-    from .data import ImageFolderDataset, load_npz
-
     if limit is not None:
         check_integer("limit", limit)
     if source is None:
@@ -252,8 +256,6 @@ class DemoResult:
             path: the PNG file.
             overwrite: replace an existing file (otherwise that is a `FileExistsError`).
         """
-        from ._util.atomic import atomic_write
-
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
@@ -295,11 +297,6 @@ def run_demo(
         device: "auto", "cuda", "mps" or "cpu".
         batch_size: images per batch.
     """
-    from .attacks import attack_settings
-    from .classifiers import resolve_classifier
-    from .device import select_device
-    from .evaluation import evaluate
-
     for name, value, low in (("steps", steps, 1), ("seed", seed, 0), ("batch_size", batch_size, 1)):
         check_integer(name, value, low)
     started = time.perf_counter()

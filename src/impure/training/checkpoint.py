@@ -9,6 +9,9 @@ from typing import Any
 import torch
 
 from .._util.atomic import atomic_path
+from .._util.state import load_state_dict_strict
+from ..config import PurifierConfig
+from ..hub import Purifier
 
 __all__ = ["atomic_save", "config_differences", "load_checkpoint", "purifier_from_checkpoint"]
 
@@ -45,10 +48,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def purifier_from_checkpoint(path: str | os.PathLike, ema: bool = True):
     """The purifier a training checkpoint holds, in eval mode: its EMA weights when the run kept an EMA
     (and `ema`), else its current weights."""
-    from impure._util.state import load_state_dict_strict
-    from impure.config import PurifierConfig
-    from impure.hub import Purifier
-
     state = load_checkpoint(path)
     purifier = Purifier(PurifierConfig.from_dict(state["purifier_config"]))
     load_state_dict_strict(purifier, state["ema"] if ema and "ema" in state else state["model"], str(path))
