@@ -1,12 +1,14 @@
 """Train the small CIFAR-10 classifier bundled for `impure demo` (a ResNet-20) on the CPU, resumably.
 
     python recipes/train_demo_classifier.py --out runs/demo-classifier [--epochs 15] [--threads 2]
-        [--data jpeg|lossless5k|jpeg5k|mixed] [--init WEIGHTS] [--weight-decay 5e-4]
+        [--data jpeg|lossless5k|jpeg5k|mixed] [--init WEIGHTS] [--weight-decay 5e-4] [--teacher cifar_resnet56]
 
 By default it trains on the 50,000 JPEG training images of ../shared/data/cifar10/train_jpeg.npz (random crops
 and flips). `--data lossless5k` takes the 5,085 lossless training images of train_lossless_5k.npz instead, and
 `--data jpeg5k` the JPEG copies of the same 5,085 images (so the two differ only by JPEG's loss), and `--data
-mixed` all 50,000 with those 5,085 replaced by their lossless originals; `--init` starts
+mixed` all 50,000 with those 5,085 replaced by their lossless originals; `--teacher` distils a shared ResNet
+(../shared/models) into it (the loss adds the KL divergence to the teacher's softened predictions, temperature
+4); `--init` starts
 from saved weights (a fine-tune). It checkpoints after every epoch (atomically; rerun the same command to
 resume), and writes the final weights as float16 safetensors to OUT/model.safetensors, with the accuracy on
 test_dev.npz in OUT/card.json.
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from impure.classifiers import cifar_resnet20
+from impure.classifiers import cifar_resnet20, cifar_resnet56
 from impure.data import CIFAR10JPEG, load_npz
 from impure.hub_files import save_file_atomic
 
@@ -69,6 +71,15 @@ def jpeg_copies(lossless: torch.Tensor, lossless_labels: torch.Tensor, jpeg: tor
     return copies
 
 
+def distillation_loss(logits: torch.Tensor, teacher: torch.nn.Module, images: torch.Tensor,
+                      temperature: float = 4.0) -> torch.Tensor:
+    """KL(teacher || student) of the predictions softened by `temperature`, scaled by its square (Hinton et al.)."""
+    with torch.no_grad():
+        target = F.log_softmax(teacher(images) / temperature, dim=1)
+    student = F.log_softmax(logits / temperature, dim=1)
+    return F.kl_div(student, target, log_target=True, reduction="batchmean") * temperature**2
+
+
 def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
     """Random crops (zero padding) and horizontal flips, vectorised over the batch."""
     count, _, height, width = images.shape
@@ -101,6 +112,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", choices=DATA_CHOICES, default="jpeg", help="training images (default jpeg)")
     parser.add_argument("--init", type=Path, help="start from these cifar_resnet20 weights (a fine-tune)")
+    parser.add_argument("--teacher", choices=("cifar_resnet20", "cifar_resnet56"),
+                        help="distil this shared ResNet (its weights in ../shared/models) into the classifier")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -110,6 +123,10 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     model = cifar_resnet20(args.init).float() if args.init else cifar_resnet20()
+    teacher = None
+    if args.teacher:
+        teacher = (cifar_resnet56 if args.teacher == "cifar_resnet56" else cifar_resnet20)(
+            SHARED / "models" / f"{args.teacher.replace('cifar_', 'cifar10_')}.safetensors").eval()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
                                 weight_decay=args.weight_decay)
     steps_per_epoch = len(train_labels) // args.batch_size
@@ -133,7 +150,10 @@ def main() -> None:
         bar = tqdm(order[: steps_per_epoch * args.batch_size].split(args.batch_size), desc=f"epoch {epoch + 1}")
         for batch in bar:
             images = augment(train_images[batch], generator)
-            loss = F.cross_entropy(model(images), train_labels[batch])
+            logits = model(images)
+            loss = F.cross_entropy(logits, train_labels[batch])
+            if teacher is not None:
+                loss = loss + distillation_loss(logits, teacher, images)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -152,6 +172,7 @@ def main() -> None:
     save_file_atomic(weights, args.out / "model.safetensors")
     check = cifar_resnet20(args.out / "model.safetensors")
     card = dict(architecture="cifar_resnet20", data=args.data, init=str(args.init) if args.init else None,
+                teacher=args.teacher,
                 epochs=args.epochs, weight_decay=args.weight_decay, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, test_dev_accuracy_fp32=accuracy(model, test_images, test_labels),
                 test_dev_accuracy_fp16_weights=accuracy(check, test_images, test_labels))
