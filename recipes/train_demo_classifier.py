@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from impure.classifiers import cifar_resnet20, cifar_resnet56
+from impure.classifiers import cifar_resnet20, load_classifier
 from impure.data import CIFAR10JPEG, load_npz
 from impure.hub_files import save_file_atomic
 
@@ -39,13 +39,13 @@ DATA_CHOICES = ("jpeg", "lossless5k", "jpeg5k", "mixed")
 def training_images(data: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The training images (N, 3, 32, 32) in [0, 1] and labels that `--data` names."""
     folder = SHARED / "data" / "cifar10"
+    if data == "lossless5k":
+        return load_npz(folder / "train_lossless_5k.npz")
     train = CIFAR10JPEG(folder / "train_jpeg.npz")
     images, labels = train.get_batch(torch.arange(len(train)))  # decoded once (~600 MB float)
     if data == "jpeg":
         return images, labels
     lossless, lossless_labels = load_npz(folder / "train_lossless_5k.npz")
-    if data == "lossless5k":
-        return lossless, lossless_labels
     copies = jpeg_copies(lossless, lossless_labels, images, labels)
     if data == "jpeg5k":
         return images[copies], lossless_labels
@@ -124,9 +124,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = cifar_resnet20(args.init).float() if args.init else cifar_resnet20()
     teacher = None
-    if args.teacher:
-        teacher = (cifar_resnet56 if args.teacher == "cifar_resnet56" else cifar_resnet20)(
-            SHARED / "models" / f"{args.teacher.replace('cifar_', 'cifar10_')}.safetensors").eval()
+    if args.teacher:  # the shared weights are named cifar10_resnet20/56.safetensors
+        weights = SHARED / "models" / f"{args.teacher.replace('cifar_', 'cifar10_')}.safetensors"
+        teacher = load_classifier(args.teacher, weights)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
                                 weight_decay=args.weight_decay)
     steps_per_epoch = len(train_labels) // args.batch_size

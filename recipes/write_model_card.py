@@ -152,8 +152,8 @@ def _run_seed(path: Path) -> int:
 
 def selection() -> tuple[list[Path], list[Path]]:
     """The selection runs with noise seed 0 (the table's) and those with other seeds (for the seed means)."""
-    runs = selection_runs()
-    return [path for path in runs if _run_seed(path) == 0], [path for path in runs if _run_seed(path) != 0]
+    seeds = {path: _run_seed(path) for path in selection_runs()}  # each run read once
+    return [path for path, seed in seeds.items() if seed == 0], [path for path, seed in seeds.items() if seed != 0]
 
 
 def run_labels(path: Path) -> dict[str, str]:
@@ -406,7 +406,7 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     name = "impure/cifar10"
     config, card = _bundled("cifar10")
     results = _json(RESULTS / "robustness-cifar10-report" / "robustness.json")["results"]
-    selection = campaign_selection()
+    selected = campaign_selection()
     selection_stretches = ",".join(map(str, sorted({_stretch_number(path) for path in selection_runs()})))
     bundled, noise_t = bundled_record(), f"t={config.image_noise_t}/{config.feature_noise_t}"
     since = stretch_steps()
@@ -448,11 +448,11 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         f"(t=I/F). The bundled weights are {bundled['stretch']}'s at {noise_t}, and {bundled['replaces']} (the same "
         f"{config.encoder_depth} / {config.decoder_depth} blocks, {trained_since} steps less trained{lost_text}) is "
         f"the release they replace:\n\n"
-        f"{selection_table(selection)}\n\n{seed_text(bundled['label'] + ' ' + noise_t)}",
+        f"{selection_table(selected)}\n\n{seed_text(bundled['label'] + ' ' + noise_t)}",
         f"The chosen noise t {config.image_noise_t}/{config.feature_noise_t} is "
         f"{PurifierConfig().image_noise_t / config.image_noise_t:g}× milder than the paper's t "
         f"{PurifierConfig().image_noise_t}/{PurifierConfig().feature_noise_t} (ViT-B on ImageNet-scale training). "
-        + findings(selection),
+        + findings(selected),
     ]
     if name in reports:
         sections += ["## Adaptive attacks", adaptive_block({name: reports[name]}) + "\n\nAgainst an attacker who "
