@@ -242,6 +242,7 @@ def test_choose_by_seed_means_lets_rows_within_the_margin_compete_on_robustness(
                                                 "and a has the highest grey-box mean of them")
     assert choice_reason(*choose_by_seed_means(rows[2:3])) == ("it has the highest clean accuracy of the purifiers, "
                                                                 "by more than 1 point")
+    assert "within 2 points" in choice_reason(*choose_by_seed_means(rows, margin=0.02), margin=0.02)
     assert choose_by_seed_means(rows, margin=0.02)[0]["defence"] == "c"
     assert choose_by_seed_means(rows, margin=0.0)[0]["defence"] == "b"
     with pytest.raises(ValueError, match="no purifier rows"):

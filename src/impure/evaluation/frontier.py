@@ -148,13 +148,14 @@ def choose_by_seed_means(
     return max(competing, key=lambda row: row["mean"]["mean"]), competing
 
 
-def choice_reason(chosen: dict[str, Any], competing: Sequence[dict[str, Any]]) -> str:
-    """Why `choose_by_seed_means` picked `chosen` (a clause, e.g. "it has the highest clean accuracy of the
-    purifiers, by more than 1 point"), from what it returned."""
+def choice_reason(chosen: dict[str, Any], competing: Sequence[dict[str, Any]], margin: float = 0.01) -> str:
+    """Why `choose_by_seed_means` (with this `margin`) picked `chosen` (a clause, e.g. "it has the highest clean
+    accuracy of the purifiers, by more than 1 point"), from what it returned."""
     name, others = chosen["defence"], [row["defence"] for row in competing if row is not chosen]
+    points = f"{100 * margin:g} point{'' if margin == 0.01 else 's'}"
     if not others:
-        return "it has the highest clean accuracy of the purifiers, by more than 1 point"
-    return (f"{' and '.join(others)} {'is' if len(others) == 1 else 'are'} within 1 point of the highest clean "
+        return f"it has the highest clean accuracy of the purifiers, by more than {points}"
+    return (f"{' and '.join(others)} {'is' if len(others) == 1 else 'are'} within {points} of the highest clean "
             f"accuracy of the purifiers and {name} has the highest grey-box mean of them")
 
 
