@@ -222,8 +222,7 @@ class DemoResult:
         accuracy = self.accuracies
         lines = [
             f"{self.classifier} behind the purifier {self.purifier} (strength {self.strength:g}){self._noise_text}: "
-            "PGD on the "
-            f"classifier alone (grey-box), eps {in_255(self.eps)}, {self.steps} steps, {self.count} images",
+            f"PGD on the classifier alone (grey-box), eps {in_255(self.eps)}, {self.steps} steps, {self.count} images",
             "accuracy: " + "   ".join(f"{name} {accuracy[key]:.0%}" for key, name in _ACCURACY_NAMES.items()),
         ]
         legend = (f"frame: green = classified correctly, red = wrong, with the predicted class below; "

@@ -25,6 +25,7 @@ from impure._util.modes import eval_mode
 from impure._util.rng import batch_slice
 from impure._util.state import load_state_dict_strict
 from impure.attacks.eot import adaptive_target
+from impure.classifier import PurifiedClassifier
 from impure.config import PurifierConfig
 from impure.data import AdversarialShards, fetch_batch, open_dataset
 from impure.device import cpu_features, select_device, select_dtype, tune_cpu_allocator
@@ -417,8 +418,6 @@ class Trainer:
                             limit: int) -> float:
         """Accuracy of the validation classifier behind `purifier` under the validation attack made through
         both (exact gradients, fresh each time, seeded): the robust stage's curve."""
-        from impure.classifier import PurifiedClassifier
-
         images, labels = images[:limit], labels[:limit]
         device = next(purifier.parameters()).device
         pipeline = PurifiedClassifier(purifier, self._val_classifier)
