@@ -234,8 +234,8 @@ def defence_specs(args: argparse.Namespace) -> list[DefenceSpec]:
     specs = [DefenceSpec(name, name.lower()) for name in args.defences]
     for entry in args.purifiers:
         label = entry["label"] or default_label(entry["source"])
-        noise_t = entry.get("noise_t") or (None if entry["strengths"] else args.default_noise_t)
-        chosen = entry["strengths"] or (None if entry.get("noise_t") else args.default_strengths)
+        noise_t = entry["noise_t"] or (None if entry["strengths"] else args.default_noise_t)
+        chosen = entry["strengths"] or (None if entry["noise_t"] else args.default_strengths)
         if noise_t and chosen:
             raise ValueError(f"--purifier {entry['source']}: give --noise-t or --strengths, not both")
         if noise_t:
