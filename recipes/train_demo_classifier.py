@@ -2,16 +2,20 @@
 
     python recipes/train_demo_classifier.py --out runs/demo-classifier [--epochs 15] [--threads 2]
         [--data jpeg|lossless5k|jpeg5k|mixed] [--init WEIGHTS] [--weight-decay 5e-4] [--teacher cifar_resnet56]
+        [--high-frequencies] [--bf16]
 
 By default it trains on the 50,000 JPEG training images of ../shared/data/cifar10/train_jpeg.npz (random crops
 and flips). `--data lossless5k` takes the 5,085 lossless training images of train_lossless_5k.npz instead, and
 `--data jpeg5k` the JPEG copies of the same 5,085 images (so the two differ only by JPEG's loss), and `--data
 mixed` all 50,000 with those 5,085 replaced by their lossless originals; `--teacher` distils a shared ResNet
 (../shared/models) into it (the loss adds the KL divergence to the teacher's softened predictions, temperature
-4); `--init` starts
-from saved weights (a fine-tune). It checkpoints after every epoch (atomically; rerun the same command to
-resume), and writes the final weights as float16 safetensors to OUT/model.safetensors, with the accuracy on
-test_dev.npz in OUT/card.json.
+4); `--high-frequencies` gives every training image back some of the high frequencies that JPEG removed (a
+random unsharp mask and a little Gaussian noise, see `restore_high_frequencies`), and the teacher, if any, is
+asked about the same altered image, so that the student learns the teacher's response above JPEG's pass band;
+`--bf16` runs the forward passes under bfloat16 autocast (about 1.8 times faster on CPUs with AMX or AVX-512
+BF16); `--init` starts from saved weights (a fine-tune). It checkpoints after every epoch (atomically; rerun
+the same command to resume), and writes the final weights as float16 safetensors to OUT/model.safetensors, with
+the accuracy on test_dev.npz in OUT/card.json.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ def distillation_loss(logits: torch.Tensor, teacher: torch.nn.Module, images: to
                       temperature: float = 4.0) -> torch.Tensor:
     """KL(teacher || student) of the predictions softened by `temperature`, scaled by its square (Hinton et al.)."""
     with torch.no_grad():
-        target = F.log_softmax(teacher(images) / temperature, dim=1)
+        target = F.log_softmax(teacher(images).float() / temperature, dim=1)
     student = F.log_softmax(logits / temperature, dim=1)
     return F.kl_div(student, target, log_target=True, reduction="batchmean") * temperature**2
 
@@ -92,6 +96,19 @@ def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) 
     cropped = cropped.gather(3, cols)
     flip = torch.rand(count, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
+
+
+def restore_high_frequencies(images: torch.Tensor, generator: torch.Generator, max_sharpen: float = 1.5,
+                              max_noise: float = 0.03) -> torch.Tensor:
+    """Sharpen each image by a random amount in [0, max_sharpen] (unsharp mask against a 3x3 box blur) and add
+    Gaussian noise of a random standard deviation in [0, max_noise]: high-frequency content that JPEG q75
+    training images lack. Vectorised over the batch; the result is clamped to [0, 1]."""
+    count = len(images)
+    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    amount = torch.rand(count, 1, 1, 1, generator=generator) * max_sharpen
+    sigma = torch.rand(count, 1, 1, 1, generator=generator) * max_noise
+    noise = torch.randn(images.shape, generator=generator)
+    return (images + amount * (images - blurred) + sigma * noise).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -114,6 +131,9 @@ def main() -> None:
     parser.add_argument("--init", type=Path, help="start from these cifar_resnet20 weights (a fine-tune)")
     parser.add_argument("--teacher", choices=("cifar_resnet20", "cifar_resnet56"),
                         help="distil this shared ResNet (its weights in ../shared/models) into the classifier")
+    parser.add_argument("--high-frequencies", action="store_true",
+                        help="sharpen and add noise to each training image (restore_high_frequencies)")
+    parser.add_argument("--bf16", action="store_true", help="forward passes under bfloat16 autocast")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -150,10 +170,13 @@ def main() -> None:
         bar = tqdm(order[: steps_per_epoch * args.batch_size].split(args.batch_size), desc=f"epoch {epoch + 1}")
         for batch in bar:
             images = augment(train_images[batch], generator)
-            logits = model(images)
-            loss = F.cross_entropy(logits, train_labels[batch])
-            if teacher is not None:
-                loss = loss + distillation_loss(logits, teacher, images)
+            if args.high_frequencies:
+                images = restore_high_frequencies(images, generator)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), train_labels[batch])
+                if teacher is not None:
+                    loss = loss + distillation_loss(logits.float(), teacher, images)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -172,7 +195,7 @@ def main() -> None:
     save_file_atomic(weights, args.out / "model.safetensors")
     check = cifar_resnet20(args.out / "model.safetensors")
     card = dict(architecture="cifar_resnet20", data=args.data, init=str(args.init) if args.init else None,
-                teacher=args.teacher,
+                teacher=args.teacher, high_frequencies=args.high_frequencies, bf16=args.bf16,
                 epochs=args.epochs, weight_decay=args.weight_decay, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, test_dev_accuracy_fp32=accuracy(model, test_images, test_labels),
                 test_dev_accuracy_fp16_weights=accuracy(check, test_images, test_labels))
