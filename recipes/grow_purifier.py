@@ -1,12 +1,14 @@
-"""Deepen a trained purifier, or give it the noisy-pixel skip path, without changing what it computes, so
-that a campaign can continue in a larger model or a new design instead of starting one from scratch.
+"""Deepen a trained purifier, or give it the noisy-pixel skip path or the pixel head, without changing what it
+computes, so that a campaign can continue in a larger model or a new design instead of starting one from scratch.
 
     python recipes/grow_purifier.py impure/cifar10 --out runs/init-cifar10-deep --encoder-depth 6 \
         --decoder-depth 3 [--force]
     python recipes/grow_purifier.py impure/cifar10 --out runs/init-cifar10-skip --noisy-skip
+    python recipes/grow_purifier.py impure/cifar10 --out runs/init-cifar10-pixel --pixel-head 32
 
-The skip path (`PurifierConfig.noisy_skip`) starts closed (its per-patch map is zero), so the output is the
-source's until training opens it.
+The skip path (`PurifierConfig.noisy_skip`) starts closed (its per-patch map is zero), and so does the pixel head
+(`PurifierConfig.pixel_head_width`, its last convolution is zero), so the output is the source's until training
+opens them.
 
 The new blocks are pre-norm ViT blocks whose residual branches end in zeros (attention output projection
 and second MLP layer, weights and biases), so each is the identity at first and the grown purifier's output
@@ -33,9 +35,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def grow(source: Purifier, encoder_depth: int | None = None, decoder_depth: int | None = None,
-         noisy_skip: bool = False) -> Purifier:
+         noisy_skip: bool = False, pixel_head_width: int = 0) -> Purifier:
     """A float32 copy of `source` with `encoder_depth` / `decoder_depth` blocks (default: the source's) and,
-    with `noisy_skip`, the closed noisy-pixel skip path, that computes the same output."""
+    with `noisy_skip`, the closed noisy-pixel skip path, with `pixel_head_width`, a closed pixel head of that
+    many channels, that computes the same output."""
     old = source.config
     encoder_depth = old.encoder_depth if encoder_depth is None else encoder_depth
     decoder_depth = old.decoder_depth if decoder_depth is None else decoder_depth
@@ -44,8 +47,11 @@ def grow(source: Purifier, encoder_depth: int | None = None, decoder_depth: int 
                          f"decoder blocks, asked for {encoder_depth} / {decoder_depth}")
     if noisy_skip and old.noisy_skip:
         raise ValueError("the source already has the noisy-pixel skip path (noisy_skip)")
+    if pixel_head_width and old.pixel_head_width:
+        raise ValueError(f"the source already has a pixel head (pixel_head_width {old.pixel_head_width})")
     grown = Purifier(old.replace(encoder_depth=encoder_depth, decoder_depth=decoder_depth,
-                                 noisy_skip=noisy_skip or old.noisy_skip))
+                                 noisy_skip=noisy_skip or old.noisy_skip,
+                                 pixel_head_width=pixel_head_width or old.pixel_head_width))
     for block in [*grown.encoder_blocks[old.encoder_depth:],
                   *grown.decoder_blocks[old.decoder_depth - 1:decoder_depth - 1]]:
         for layer in (block.attn.proj, block.mlp.fc2):  # the residual branches' last layers
@@ -63,6 +69,8 @@ def grow(source: Purifier, encoder_depth: int | None = None, decoder_depth: int 
     new_blocks |= {f"decoder_blocks.{i}." for i in range(last, decoder_depth - 1)}
     if noisy_skip:
         new_blocks.add("skip_proj.")  # zero-initialised by Purifier.init_weights
+    if pixel_head_width:
+        new_blocks.add("pixel_head.")  # its last convolution zero-initialised
     stray = [k for k in missing if not any(k.startswith(prefix) for prefix in new_blocks)]
     if stray or unexpected:
         raise RuntimeError(f"weights did not map onto the grown purifier: missing {stray}, unexpected {unexpected}")
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder-depth", type=int, help="encoder blocks (default: the source's)")
     parser.add_argument("--decoder-depth", type=int, help="decoder blocks (default: the source's)")
     parser.add_argument("--noisy-skip", action="store_true", help="add the closed noisy-pixel skip path")
+    parser.add_argument("--pixel-head", type=int, default=0, metavar="CHANNELS",
+                        help="add a closed pixel head of this many channels (default 0: none)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="largest output difference allowed")
     parser.add_argument("--force", action="store_true", help="replace existing weights in --out")
     args = parser.parse_args(argv)
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     source = load_source(args.source).float()
     try:
-        grown = grow(source, args.encoder_depth, args.decoder_depth, args.noisy_skip)
+        grown = grow(source, args.encoder_depth, args.decoder_depth, args.noisy_skip, args.pixel_head)
     except ValueError as error:
         print(error, file=sys.stderr)
         return 1
@@ -106,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in grown.parameters()) / 1e6
     config = grown.config
     print(f"wrote {args.out}: {config.encoder_depth} encoder / {config.decoder_depth} decoder blocks"
-          f"{', noisy-pixel skip path' if config.noisy_skip else ''}, {params:.2f} M parameters")
+          f"{', noisy-pixel skip path' if config.noisy_skip else ''}"
+          f"{f', a {config.pixel_head_width}-channel pixel head' if config.pixel_head_width else ''}, "
+          f"{params:.2f} M parameters")
     return 0
 
 

@@ -89,6 +89,10 @@ def test_reference_checkpoint_errors(reference, tmp_path):
     save_file(state, tmp_path / "schedule.safetensors")
     with pytest.raises(ValueError, match="noise schedule"):
         Purifier.from_reference(tmp_path / "schedule.safetensors")
+    # Designs the reference does not have are refused by name, never built around its weights.
+    for field, value in (("pixel_head_width", 32), ("noisy_skip", True)):
+        with pytest.raises(ValueError, match=f"reference implementation has no {field}"):
+            Purifier.from_reference(path, **{field: value})
 
 
 def test_heads_must_be_given_when_no_preset_matches(reference, tmp_path):

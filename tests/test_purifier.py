@@ -17,6 +17,12 @@ def tiny(**overrides) -> Purifier:
     return Purifier(PurifierConfig.preset("tiny", **overrides)).eval()
 
 
+def open_pixel_head(purifier: Purifier) -> Purifier:
+    """Give the pixel head's last convolution (zero at first) random weights, so that the head acts."""
+    torch.nn.init.normal_(purifier.pixel_head.conv3.weight, std=0.1)
+    return purifier
+
+
 @pytest.mark.parametrize("name", list_presets())
 def test_every_preset_builds_and_purifies(name):
     config = PurifierConfig.preset(name)
@@ -35,10 +41,13 @@ def test_paper_preset_has_the_paper_size():
     assert trainable == 115_789_914 - 512
 
 
-@pytest.mark.parametrize("mode,skip", [("noise", False), ("token", False), ("noise", True)])
+@pytest.mark.parametrize("mode,skip,pixel_head", [("noise", False, 0), ("token", False, 0), ("noise", True, 0),
+                                                   ("noise", False, 8), ("token", False, 8)])
 @pytest.mark.parametrize("training", [False, True])
-def test_every_parameter_receives_a_gradient(mode, skip, training):
-    purifier = tiny(mask_mode=mode, noisy_skip=skip).train(training)
+def test_every_parameter_receives_a_gradient(mode, skip, pixel_head, training):
+    purifier = tiny(mask_mode=mode, noisy_skip=skip, pixel_head_width=pixel_head).train(training)
+    if pixel_head:  # a closed head passes no gradient to its first layers, as any zero-initialised branch
+        open_pixel_head(purifier)
     purifier(torch.rand(2, 3, 32, 32), clamp=False).square().mean().backward()
     missing = [name for name, p in purifier.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
@@ -120,11 +129,15 @@ def test_lattice_partition_interleaves_groups_and_uses_the_centred_window():
         assert torch.equal(purifier.unpatchify(patches, layout), purifier.unpatchify(patches, gathered))
 
 
+@pytest.mark.parametrize("pixel_head", [0, 8])
 @pytest.mark.parametrize("groups", [2, 3, 4])
-def test_information_mask_a_group_never_sees_its_own_pixels(groups):
-    """Token mode without the output convolution: a patch group's output pixels have exactly zero gradient
-    with respect to that group's own input pixels, and a non-zero one with respect to the others'."""
-    purifier = tiny(mask_mode="token", output_conv=False, num_groups=groups)
+def test_information_mask_a_group_never_sees_its_own_pixels(groups, pixel_head):
+    """Token mode without the output convolution, with and without the pixel head: a patch group's output
+    pixels have exactly zero gradient with respect to that group's own input pixels, and a non-zero one with
+    respect to the others'."""
+    purifier = tiny(mask_mode="token", output_conv=False, num_groups=groups, pixel_head_width=pixel_head)
+    if pixel_head:
+        open_pixel_head(purifier)
     side = 24 if groups == 3 else 32  # a 6 x 6 grid splits into 3 lattice groups, an 8 x 8 one into 2 or 4
     images = torch.rand(1, 3, side, side, requires_grad=True)
     rows = side // 4
@@ -138,14 +151,16 @@ def test_information_mask_a_group_never_sees_its_own_pixels(groups):
         assert grad[..., ~own].abs().sum() > 0
 
 
-@pytest.mark.parametrize("skip", [False, True])
-def test_information_mask_in_noise_mode_a_group_sees_its_own_pixels_only_through_the_noisy_copy(skip):
-    """Noise mode without the output convolution, with and without the noisy-pixel skip path: with the noisy
-    copy cut from the graph, a group's output has exactly zero gradient with respect to its own pixels; through
-    the noisy copy alone it has a non-zero one."""
-    purifier = tiny(output_conv=False, noisy_skip=skip)
+@pytest.mark.parametrize("skip,pixel_head", [(False, 0), (True, 0), (False, 8)])
+def test_information_mask_in_noise_mode_a_group_sees_its_own_pixels_only_through_the_noisy_copy(skip, pixel_head):
+    """Noise mode without the output convolution, with and without the noisy-pixel skip path or the pixel head:
+    with the noisy copy cut from the graph, a group's output has exactly zero gradient with respect to its own
+    pixels; through the noisy copy alone it has a non-zero one."""
+    purifier = tiny(output_conv=False, noisy_skip=skip, pixel_head_width=pixel_head)
     if skip:  # open the path (it starts closed)
         torch.nn.init.normal_(purifier.skip_proj.weight, std=0.1)
+    if pixel_head:
+        open_pixel_head(purifier)
     noise_image = purifier.noise_image
     rows = 8
     pixel_group = lattice_group_ids(rows, rows, 4).view(rows, rows).repeat_interleave(4, 0).repeat_interleave(4, 1)
@@ -191,6 +206,34 @@ def test_noisy_skip_starts_closed_and_can_carry_the_image():
         out = skip(images, generator=torch.Generator().manual_seed(1))
     psnr = -10 * torch.log10(F.mse_loss(out, images))
     assert psnr > 45
+
+
+def test_pixel_head_starts_closed_corrects_hidden_pixels_from_their_neighbours_and_needs_its_own_weights():
+    """A new pixel head changes nothing (the same weights without it give the same output, in training too);
+    opened, it changes the output; and a state dict of the design without it does not load into it."""
+    torch.manual_seed(0)
+    plain, headed = tiny(), tiny(pixel_head_width=8)
+    missing, unexpected = headed.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == [f"pixel_head.conv{i}.{kind}" for i in (1, 2, 3) for kind in ("bias", "weight")]
+    assert unexpected == []
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        for training in (False, True):
+            plain.train(training), headed.train(training)
+            torch.testing.assert_close(headed(images, generator=torch.Generator().manual_seed(1)),
+                                       plain(images, generator=torch.Generator().manual_seed(1)), atol=0, rtol=0)
+        headed.eval()
+        opened = open_pixel_head(headed)(images, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(opened, plain.eval()(images, generator=torch.Generator().manual_seed(1)), atol=1e-3)
+    with pytest.raises(RuntimeError, match="pixel_head"):
+        headed.load_state_dict(plain.state_dict())
+
+
+def test_pixel_head_width_is_checked_and_has_its_preset():
+    with pytest.raises(ValueError, match="PurifierConfig.pixel_head_width"):
+        PurifierConfig.preset("tiny", pixel_head_width=-1)
+    assert PurifierConfig.preset("cifar10-pixel").pixel_head_width > 0
+    assert PurifierConfig.preset("paper-vitb16").pixel_head_width == 0
 
 
 def test_random_partitions_at_evaluation_follow_the_generator():

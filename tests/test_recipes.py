@@ -130,6 +130,26 @@ def test_purifier_grown_with_the_noisy_skip_path_computes_what_its_source_does(t
         Purifier.from_pretrained(bundled, noisy_skip=True)
 
 
+def test_purifier_grown_with_the_pixel_head_computes_what_its_source_does(tmp_path, shared_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    import grow_purifier
+
+    bundled = Path(__file__).resolve().parents[1] / "src" / "impure" / "weights" / "cifar10-s"
+    source = Purifier.from_pretrained(bundled).float().eval()
+    out = tmp_path / "pixel"
+    assert grow_purifier.main([str(bundled), "--out", str(out), "--pixel-head", "16"]) == 0
+    grown = Purifier.from_pretrained(out).eval()
+    assert grown.config.pixel_head_width == 16 and not source.config.pixel_head_width
+    images = torch.rand(4, 3, 32, 32)
+    assert grow_purifier.largest_difference(source, grown, images, seed=3) == 0.0
+    grown.train()(images).square().mean().backward()
+    assert grown.pixel_head.conv3.weight.grad.abs().sum() > 0  # closed, but it trains open
+    assert grow_purifier.main([str(out), "--out", str(tmp_path / "twice"), "--pixel-head", "16"]) == 1
+    # the old design's weights never load silently into the new one
+    with pytest.raises(Exception, match="pixel_head"):
+        Purifier.from_pretrained(bundled, pixel_head_width=16)
+
+
 def test_cards_readme_and_docs_regenerate_unchanged_from_the_committed_results(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(RECIPES))
     import write_model_card

@@ -70,6 +70,13 @@ class PurifierConfig:
     # pixels only through the noisy copy. Zero-initialised, so adding it to trained weights changes nothing.
     noisy_skip: bool = False
     skip_sigma_data: float = 0.5
+    # Not in the paper: channels of a pixel-resolution output head (0: none). For each decoder copy, the image
+    # with its hidden group's predicted pixels in place and the visible groups' own pixels around them goes
+    # through three 3x3 convolutions that add a correction to the hidden pixels only, so that a hidden patch
+    # can be made continuous with its neighbours pixel by pixel (the decoder predicts each patch from its token
+    # alone). The information mask holds: copy c never holds group c's input pixels. The last convolution is
+    # zero-initialised, so adding the head to trained weights changes nothing.
+    pixel_head_width: int = 0
     # Epsilon of every LayerNorm.
     norm_eps: float = 1e-6
     # How inputs whose patch grid does not fit are padded before purification (and cropped after):
@@ -145,6 +152,7 @@ class PurifierConfig:
         if self.noisy_skip and self.mask_mode != "noise":
             raise ValueError("PurifierConfig.noisy_skip needs mask_mode='noise' (a mask token hides a patch's "
                              f"pixels entirely, so there is no noisy copy to skip); got mask_mode={self.mask_mode!r}")
+        check_integer("PurifierConfig.pixel_head_width", self.pixel_head_width, 0)
         if not self.skip_sigma_data > 0:
             raise ValueError(f"skip_sigma_data must be positive, got {self.skip_sigma_data}")
 
@@ -202,6 +210,14 @@ _PRESETS: dict[str, dict[str, Any]] = {
         decoder_width=128, decoder_depth=3, decoder_heads=4, fusion_taps=(0, 2),
         image_noise_t=80, feature_noise_t=120, train_image_noise_t=(0, 399), train_feature_noise_t=(0, 599),
         noisy_skip=True,
+    ),
+    # "impure/cifar10"'s architecture with a 32-channel pixel head (`pixel_head_width`), the decoder output at
+    # patch size 1 of docs/training.md ("Where fidelity is lost"); see benchmarks/results/fidelity-cifar10/PILOTS.md.
+    "cifar10-pixel": dict(
+        image_size=32, patch_size=2, encoder_width=128, encoder_depth=6, encoder_heads=4,
+        decoder_width=128, decoder_depth=3, decoder_heads=4, fusion_taps=(0, 2),
+        image_noise_t=80, feature_noise_t=120, train_image_noise_t=(0, 399), train_feature_noise_t=(0, 599),
+        pixel_head_width=32,
     ),
     # The reference's small test configuration (`../shared/reference/ref_small_config.json`).
     "reference-small": dict(

@@ -1,4 +1,4 @@
-"""Building blocks of the purifier: 2-D sin-cos position tables and timm's pre-norm ViT blocks."""
+"""Building blocks of the purifier: 2-D sin-cos position tables, timm's pre-norm ViT blocks and the pixel head."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-__all__ = ["QueryBlock", "sincos_position_table", "vit_block"]
+__all__ = ["PixelHead", "QueryBlock", "sincos_position_table", "vit_block"]
 
 
 def sincos_position_table(width: int, grid_size: int) -> torch.Tensor:
@@ -57,3 +57,28 @@ class QueryBlock(Block):
         attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, num_queries, c)
         x = x[:, :num_queries] + self.drop_path1(self.ls1(self.attn.proj(attended)))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class PixelHead(nn.Module):
+    """Three 3x3 convolutions at pixel resolution (`PurifierConfig.pixel_head_width` channels, GELU between) from
+    an image in the normalised space and a map of the pixels to correct (4 channels in all) to a correction of
+    3 channels. The last convolution starts at zero, so a new head changes nothing."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, width, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1)
+        self.conv3 = nn.Conv2d(width, 3, kernel_size=3, padding=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialisation of the first two convolutions, zeros for the last."""
+        self.conv1.reset_parameters()
+        self.conv2.reset_parameters()
+        nn.init.zeros_(self.conv3.weight)
+        nn.init.zeros_(self.conv3.bias)
+
+    def forward(self, image: torch.Tensor, to_correct: torch.Tensor) -> torch.Tensor:
+        """image: (N, 3, H, W), to_correct: (N, 1, H, W) in {0, 1} -> correction (N, 3, H, W)."""
+        x = F.gelu(self.conv1(torch.cat([image, to_correct], dim=1)))
+        return self.conv3(F.gelu(self.conv2(x)))

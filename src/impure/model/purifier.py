@@ -14,7 +14,7 @@ from torch import nn
 from .._util.checks import check_images, should_check_inputs
 from .._util.rng import per_sample
 from ..config import PurifierConfig
-from .layers import QueryBlock, sincos_position_table, vit_block
+from .layers import PixelHead, QueryBlock, sincos_position_table, vit_block
 from .masking import lattice_partition, linear_noise_schedule, random_partition, window_rows
 
 __all__ = ["PurifierModel"]
@@ -101,6 +101,8 @@ class PurifierModel(nn.Module):
         self.output_conv = nn.Conv2d(3, 3, kernel_size=3, padding=1) if config.output_conv else nn.Identity()
         if config.noisy_skip:  # a per-patch linear map of the patch's own noised pixels (see `skip`)
             self.skip_proj = nn.Conv2d(3, 3 * patch * patch, kernel_size=patch, stride=patch)
+        if config.pixel_head_width:  # corrects each copy's hidden pixels from their neighbourhood (see `refine`)
+            self.pixel_head = PixelHead(config.pixel_head_width)
 
         # Derived from the config alone, so not saved with the weights.
         grid = config.grid_size
@@ -135,6 +137,8 @@ class PurifierModel(nn.Module):
         if self.config.noisy_skip:  # closed at first: training opens it, and trained weights keep their output
             nn.init.zeros_(self.skip_proj.weight)
             nn.init.zeros_(self.skip_proj.bias)
+        if self.config.pixel_head_width:
+            self.pixel_head.reset_parameters()  # closed at first, as the skip path
 
     @property
     def noise_t(self) -> tuple[int, int]:
@@ -259,7 +263,10 @@ class PurifierModel(nn.Module):
             visible = self.decoder_embed_norm(self.decoder_embed(features))
             hidden = self.mask_token.expand_as(visible)
         patches = self.decode(visible, hidden, cls, layout)
-        output = self.output_conv(self.unpatchify(patches, layout))
+        predicted = self.unpatchify(patches, layout)
+        if self.config.pixel_head_width:
+            predicted = self.refine(predicted, normalized, layout)
+        output = self.output_conv(predicted)
         if skip is not None:
             output = output + skip
         output = output * self.std + self.mean
@@ -428,6 +435,24 @@ class PurifierModel(nn.Module):
             x = block(x)
         x = self.decoder_blocks[-1](x, num_queries=per_group)  # (B*K, Q, Dd)
         return self.decoder_pred(self.decoder_norm(x)).view(batch, length, -1)
+
+    def refine(self, predicted: torch.Tensor, normalized: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
+        """The pixel head (`config.pixel_head_width`): for each copy c, the image with group c's predicted
+        pixels and every other group's input pixels goes through `pixel_head`, whose correction is added to
+        group c's pixels. Copy c never holds group c's input, so the information mask holds.
+
+        predicted, normalized: (B, 3, H, W) normalised -> (B, 3, H, W).
+        """
+        batch, _, height, width = predicted.shape
+        groups, p = self.config.num_groups, self.config.patch_size
+        patch_group = (layout.inverse // (layout.rows * layout.cols // groups)).view(-1, 1, layout.rows, layout.cols)
+        pixel_group = patch_group.repeat_interleave(p, 2).repeat_interleave(p, 3)  # (1|B, 1, H, W)
+        copies = torch.arange(groups, device=predicted.device).view(1, groups, 1, 1, 1)
+        hidden = (pixel_group[:, None] == copies).to(predicted.dtype)  # (1|B, K, 1, H, W)
+        hidden = hidden.expand(batch, -1, -1, -1, -1)
+        composed = hidden * predicted[:, None] + (1 - hidden) * normalized[:, None]  # (B, K, 3, H, W)
+        correction = self.pixel_head(composed.flatten(0, 1), hidden.flatten(0, 1))
+        return predicted + (hidden * correction.view(batch, groups, 3, height, width)).sum(1)
 
     def unpatchify(self, patches: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
         """patches: (B, L, p*p*3) in grouped order, channel fastest -> images (B, 3, H, W)."""

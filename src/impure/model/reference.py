@@ -81,6 +81,10 @@ def reference_config(state: dict[str, torch.Tensor], **overrides: Any) -> Purifi
             inferred.setdefault("encoder_heads", preset.encoder_heads)
             inferred.setdefault("decoder_heads", preset.decoder_heads)
             break
+    beyond = sorted(name for name in ("noisy_skip", "pixel_head_width") if overrides.get(name))
+    if beyond:
+        raise ValueError(f"the reference implementation has no {' or '.join(beyond)}: a reference checkpoint loads "
+                         "into the reference design only; add new paths to its weights with recipes/grow_purifier.py")
     inferred.update(overrides)
     if "encoder_heads" not in inferred or "decoder_heads" not in inferred:
         raise ValueError(
