@@ -2,16 +2,18 @@
 a purifier: why one classifier loses its robustness through the purifier when others keep it.
 
     python benchmarks/perturbation_spectrum.py [--classifiers impure/cifar10-resnet20,cifar_resnet20,cifar_resnet56]
-        [--purifier impure/cifar10] [--limit 100] [--seed 0] [--out benchmarks/results/perturbation-spectrum]
+        [--purifier impure/cifar10] [--start 0] [--limit 100] [--seed 0]
+        [--out benchmarks/results/perturbation-spectrum]
 
 A classifier is a name (the shared ResNets' weights are found in ../shared/models) or NAME@WEIGHTS, for
 weights of your own, e.g. cifar_resnet20@runs/demo-classifier/model.safetensors.
 
-On test_dev images 0 to --limit - 1: PGD-10 (ε 8/255, step 2/255) on each classifier alone; the radial power
-spectrum of the perturbation x_adv - x and of the residual P(x_adv) - P(x) that the purifier lets through (both
-purified with the same noise), per frequency band; the share of the perturbation's energy below a quarter of the
-Nyquist frequency; and each classifier's accuracy on clean, adversarial and purified adversarial images, and on
-the adversarial images through JPEG q75 (no learning: what a low-pass alone removes).
+On --limit test_dev images from image --start (0, the default, starts the selection split; 250 the reported
+one): PGD-10 (ε 8/255, step 2/255) on each classifier alone; the radial power spectrum of the perturbation
+x_adv - x and of the residual P(x_adv) - P(x) that the purifier lets through (both purified with the same noise),
+per frequency band; the share of the perturbation's energy below a quarter of the Nyquist frequency; and each
+classifier's accuracy on clean, adversarial and purified adversarial images, and on the adversarial images
+through JPEG q75 (no learning: what a low-pass alone removes).
 Writes perturbation-spectrum.md and .json into --out.
 """
 
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classifiers", default="impure/cifar10-resnet20,cifar_resnet20,cifar_resnet56")
     parser.add_argument("--purifier", default="impure/cifar10")
-    parser.add_argument("--limit", type=int, default=100, help="test_dev images from image 0 (default 100)")
+    parser.add_argument("--start", type=int, default=0, help="first test_dev image (default 0)")
+    parser.add_argument("--limit", type=int, default=100, help="test_dev images from --start (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of PGD's start and the purifier's noise")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "perturbation-spectrum")
     args = parser.parse_args(argv)
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.time()
     images, labels = load_npz(DATA)
-    images, labels = images[:args.limit], labels[:args.limit]
+    images, labels = images[args.start:args.start + args.limit], labels[args.start:args.start + args.limit]
     purifier = Purifier.from_pretrained(args.purifier)
     jpeg = load_baseline("jpeg75")  # a purifier that learned nothing: what JPEG's low-pass alone removes
     rows = []
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 "residual_l2_ratio": (residual.flatten(1).norm(dim=1) / delta.flatten(1).norm(dim=1)).mean().item(),
             })
     bands = [f"{low:g}-{high:g}" for low, high in zip(BANDS[:-1], [*BANDS[1:-1], 1.41], strict=True)]
-    lines = [f"Grey-box PGD-10 (ε 8/255) on each classifier alone, {args.limit} test_dev images from image 0, "
+    lines = [f"Grey-box PGD-10 (ε 8/255) on each classifier alone, {len(labels)} test_dev images from image "
+             f"{args.start}, "
              f"purified by {args.purifier} (noise seed {args.seed}). Accuracy (%) of the classifier attacked:", "",
              "| classifier | clean | PGD | purified clean | purified PGD | JPEG q75 PGD | perturbation energy below "
              "0.25 Nyquist | residual's | residual / perturbation (L2) |",
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
               for r in rows]
     markdown = "\n".join(lines) + "\n"
     payload = {"argv": sys.argv[1:] if argv is None else argv, "minutes": round((time.time() - started) / 60, 1),
-               "bands": list(BANDS), "rows": rows}
+               "start": args.start, "images": len(labels), "bands": list(BANDS), "rows": rows}
     atomic_write(args.out / "perturbation-spectrum.md", markdown)
     atomic_write(args.out / "perturbation-spectrum.json", json.dumps(payload, indent=2) + "\n")
     print(markdown)
