@@ -11,7 +11,7 @@ from PIL import Image
 
 from impure.app import attack_and_purify, sample_names
 from impure.cli import main
-from impure.demo import CIFAR10_CLASSES, load_demo_images
+from impure.demo import CIFAR10_CLASSES, DEFAULT_CLASSIFIER, load_demo_images
 
 gradio = pytest.importorskip("gradio", reason='the web demo needs the app extra: pip install "impure[app]"')
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client comes with the app extra")
@@ -37,7 +37,7 @@ def served():
 def test_the_page_attacks_and_purifies_through_http(served):
     client = gradio_client.Client(served, verbose=False)
     sample = sample_names()[0]
-    outputs = client.predict(None, sample, "impure/cifar10", "impure/cifar10-resnet20", "PGD", 8, 5, 1.0, 0,
+    outputs = client.predict(None, sample, "impure/cifar10", DEFAULT_CLASSIFIER, "PGD", 8, 5, 1.0, 0,
                              api_name="/purify")
     clean, adversarial, purified, residual, clean_top, adversarial_top, purified_top = outputs
     images = [np.asarray(Image.open(path).convert("RGB")) for path in (clean, adversarial, purified, residual)]
@@ -58,10 +58,10 @@ def test_an_uploaded_image_is_resized_and_a_bad_choice_is_a_message(served, tmp_
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(photo)
     outputs = client.predict(gradio_client.handle_file(str(photo)), None, "impure/cifar10",
-                             "impure/cifar10-resnet20", "FGSM", 4, 1, 1.0, 0, api_name="/purify")
+                             DEFAULT_CLASSIFIER, "FGSM", 4, 1, 1.0, 0, api_name="/purify")
     assert np.asarray(Image.open(outputs[0])).shape[:2] == (224, 224)
     with pytest.raises(Exception, match="no bundled weights named 'impure/nope'"):
-        client.predict(None, sample_names()[0], "impure/nope", "impure/cifar10-resnet20", "PGD", 8, 2, 1.0, 0,
+        client.predict(None, sample_names()[0], "impure/nope", DEFAULT_CLASSIFIER, "PGD", 8, 2, 1.0, 0,
                        api_name="/purify")
 
 

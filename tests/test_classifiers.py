@@ -120,18 +120,36 @@ def test_unknown_classifier_name():
         load_classifier("resnet9000")
 
 
-def test_bundled_demo_classifier_has_the_accuracy_its_card_states(shared_dir):
-    import json
-
+@pytest.mark.parametrize("name", ["impure/cifar10-resnet20", "impure/cifar10-resnet20-heldout"])
+def test_bundled_classifiers_have_the_accuracy_their_cards_state(shared_dir, name):
+    from impure.classifiers import bundled_classifier_card
     from impure.data import load_npz
-    from impure.hub import BUNDLED_ROOT
 
-    card = json.loads((BUNDLED_ROOT / "cifar10-resnet20" / "card.json").read_text())
-    model = load_classifier("impure/cifar10-resnet20")
+    card = bundled_classifier_card(name)
+    model = load_classifier(name)
     images, labels = load_npz(shared_dir / "data" / "cifar10" / "test_dev.npz")
     with torch.no_grad():
         accuracy = float((model(images).argmax(1) == labels).float().mean())
     assert abs(accuracy - card["test_dev_accuracy_fp16_weights"]) < 0.005
     assert accuracy > 0.75
     with pytest.raises(ValueError, match="takes no weights"):
-        load_classifier("impure/cifar10-resnet20", weights="x.safetensors")
+        load_classifier(name, weights="x.safetensors")
+
+
+def test_the_demo_classifiers_card_quotes_the_committed_measurement():
+    """The numbers `impure demo` prints about its classifier come from a committed benchmark result."""
+    import json
+    from pathlib import Path
+
+    from impure.classifiers import bundled_classifier_card
+    from impure.demo import DEFAULT_CLASSIFIER
+
+    measured = bundled_classifier_card(DEFAULT_CLASSIFIER)["through_purifier"]
+    result = json.loads((Path(__file__).resolve().parents[1] / measured["source"]).read_text())
+    rows = {row["classifier"]: row for row in result["rows"]}
+    for name, quoted in measured["accuracy"].items():
+        assert quoted["purified_adversarial"] == round(rows[name]["purified_adversarial"], 1)
+        assert quoted["clean"] == round(rows[name]["clean"], 1)
+    assert measured["images"] == f"test_dev {result['start']}-{result['start'] + result['images'] - 1}"
+    with pytest.raises(ValueError, match="not a bundled trained classifier"):
+        bundled_classifier_card("cifar_resnet56")

@@ -14,7 +14,7 @@ from torch import nn
 
 from .attacks import FGSM, PGD, attack_settings
 from .classifiers import resolve_classifier
-from .demo import CIFAR10_CLASSES, DEFAULT_CLASSIFIER, DEFAULT_PURIFIER, load_demo_images
+from .demo import CIFAR10_CLASSES, DEFAULT_CLASSIFIER, DEFAULT_PURIFIER, load_demo_images, witness_note
 from .hub import Purifier
 from .hub_files import bundled_names
 
@@ -174,9 +174,7 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
                     "attack sees the classifier only (grey-box); everything runs offline on this machine. "
                     "Shown below: the first sample, already attacked and purified; the residual is amplified so "
                     "that ±ε is full contrast."
-                    + (f" The default classifier, {DEFAULT_CLASSIFIER}, is a weak witness: PGD on it survives the "
-                       "purifier more often than on the classifiers of the README's table (docs/training.md)."
-                       if classifiers[0] == DEFAULT_CLASSIFIER else ""))
+                    + (f" {witness}." if (witness := witness_note(classifiers[0])) else ""))
         with gr.Row():
             with gr.Column(scale=1):
                 sample = gr.Dropdown(samples, value=defaults["sample"], label="sample image")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +19,7 @@ from torch import nn
 from ._util.atomic import atomic_write
 from ._util.checks import check_integer
 from .attacks import attack_settings
-from .classifiers import resolve_classifier
+from .classifiers import bundled_classifier_card, resolve_classifier
 from .data import ImageFolderDataset, load_npz
 from .device import select_device
 from .evaluation import evaluate
@@ -53,6 +54,23 @@ _EXAMPLE_ROWS = ("clean", "adversarial", "purified_clean", "purified")
 _ACCURACY_NAMES = {"clean": "clean", "attacked": "attacked, no defence", "purified_clean": "purified clean",
                    "purified_attacked": "purified attacked"}
 _GREEN, _RED, _GREY = (0.1, 0.7, 0.2), (0.85, 0.1, 0.1), (0.6, 0.6, 0.6)
+
+
+def witness_note(classifier: str) -> str | None:
+    """For the bundled demo classifier, how its accuracy under grey-box PGD through the purifier compares with
+    the README table's ResNet-56 in the same measurement (from its card, `bundled_classifier_card`); else None."""
+    if classifier != DEFAULT_CLASSIFIER:
+        return None
+    measured = bundled_classifier_card(classifier).get("through_purifier")
+    if measured is None:
+        return None
+    ours = measured["accuracy"][classifier]["purified_adversarial"]
+    table = measured["accuracy"]["cifar_resnet56"]["purified_adversarial"]
+    verdict = ("a weaker witness than the table's classifier, so the purified attack does worse here than in the "
+               "README's table" if ours < table - 5 else "about as strong a witness as the table's classifier")
+    return (f"{classifier} is a ResNet-20 that no purifier was trained against: under {measured['attack']} "
+            f"through {measured['purifier']} it keeps {ours:.1f} % ({measured['images']}), the README's ResNet-56 "
+            f"{table:.1f} % in the same measurement; {verdict}. docs/training.md says why")
 
 
 def load_demo_images(source: str | os.PathLike | None = None,
@@ -181,10 +199,8 @@ class DemoResult:
             f"  ({self.count} images: a demonstration, each accuracy within about "
             f"±{196 * (0.25 / self.count) ** 0.5:.0f} points; the README's table measures 250 test images, "
             "through a ResNet-56 the purifier never saw)",
-            *([f"  ({DEFAULT_CLASSIFIER}, our own small ResNet-20 trained on JPEG images, is a weak witness: PGD on "
-               "it survives the purifier far more often than PGD on the shared ResNets, so the purified attack does "
-               "worse here than in the README's table; docs/training.md says why)"]
-              if self.classifier == DEFAULT_CLASSIFIER else []),
+            *(textwrap.wrap(f"({witness})", 110, initial_indent="  ", subsequent_indent="   ")
+              if (witness := witness_note(self.classifier)) else []),
             "",
             f"perturbation  x_adv - x         L-inf max {in_255(float(self.perturbation_linf.max()))}, "
             f"L2 mean {float(self.perturbation_l2.mean()):.3f}",

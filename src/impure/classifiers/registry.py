@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -12,7 +14,7 @@ from ..hub_files import BUNDLED_ROOT
 from .cifar_resnet import cifar_resnet20, cifar_resnet56
 from .squeezenet import squeezenet1_0_caffe
 
-__all__ = ["list_classifiers", "load_classifier"]
+__all__ = ["bundled_classifier_card", "list_classifiers", "load_classifier"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "cifar_resnet20": cifar_resnet20,
@@ -30,6 +32,14 @@ _BUNDLED: dict[str, tuple[str, Path]] = {
 def list_classifiers() -> list[str]:
     """Names accepted by `load_classifier`: architectures, and bundled trained classifiers ("impure/...")."""
     return sorted(_REGISTRY) + sorted(_BUNDLED)
+
+
+def bundled_classifier_card(name: str) -> dict[str, Any]:
+    """The `card.json` of a bundled trained classifier: how it was trained, its test accuracy and, where
+    measured, its accuracy under attack through a purifier (`through_purifier`)."""
+    if name not in _BUNDLED:
+        raise ValueError(f"{name!r} is not a bundled trained classifier; bundled: {', '.join(sorted(_BUNDLED))}")
+    return json.loads((_BUNDLED[name][1].parent / "card.json").read_text(encoding="utf-8"))
 
 
 def load_classifier(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
