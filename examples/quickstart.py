@@ -1,7 +1,8 @@
 """Quickstart: put an IMPure purifier in front of an image classifier in two lines (offline, CPU, seconds).
 
 Run with `python examples/quickstart.py`. Everything it uses ships with the package: the bundled CIFAR-10
-purifier, the demo ResNet-20 and 20 CIFAR-10 test images. `impure demo` adds an attack to the same story.
+purifier, the demo ResNet-20 (which no purifier was trained against) and 20 CIFAR-10 test images. `impure demo`
+adds an attack to the same story.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def main() -> None:
     device = select_device("auto")
     images, labels, source = load_demo_images()
     images, labels = images.to(device), labels.to(device)
-    classifier = load_classifier("impure/cifar10-resnet20").to(device).eval()
+    classifier = load_classifier("impure/cifar10-resnet20-heldout").to(device).eval()
 
     # The two-line wrap: `model` returns logits, like the classifier it wraps.
     purifier = Purifier.from_pretrained("impure/cifar10", device=device)

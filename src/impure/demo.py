@@ -39,7 +39,7 @@ __all__ = [
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DEFAULT_PURIFIER = "impure/cifar10"
-DEFAULT_CLASSIFIER = "impure/cifar10-resnet20"
+DEFAULT_CLASSIFIER = "impure/cifar10-resnet20-heldout"  # no purifier was trained against it
 # 20 CIFAR-10 test images shipped with the package; see samples/README.md for their provenance.
 SAMPLES_PATH = Path(__file__).parent / "samples" / "cifar10_test_samples.npz"
 IMAGE_SIZE = 32  # images of a folder are resized to CIFAR-10's size

@@ -26,6 +26,8 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
 # Classifiers we trained and ship inside the package: name -> (architecture, weights file).
 _BUNDLED: dict[str, tuple[str, Path]] = {
     "impure/cifar10-resnet20": ("cifar_resnet20", BUNDLED_ROOT / "cifar10-resnet20" / "model.safetensors"),
+    "impure/cifar10-resnet20-heldout": ("cifar_resnet20",
+                                        BUNDLED_ROOT / "cifar10-resnet20-heldout" / "model.safetensors"),
 }
 
 
@@ -47,7 +49,9 @@ def load_classifier(name: str, weights: str | os.PathLike | None = None) -> nn.M
 
     Args:
         name: one of `list_classifiers()`, e.g. "cifar_resnet56", or a bundled trained classifier such as
-            "impure/cifar10-resnet20" (the small CIFAR-10 ResNet-20 behind `impure demo`).
+            "impure/cifar10-resnet20-heldout" (the small CIFAR-10 ResNet-20 behind `impure demo`, which no
+            purifier was trained against) or "impure/cifar10-resnet20" (the one the bundled purifiers' training
+            attacks).
         weights: path of the state dict to load, or None for random initialisation (bundled: none).
     """
     if name in _BUNDLED:

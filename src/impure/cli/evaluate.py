@@ -42,9 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add = parser.add_argument
     add("--classifier", required=True,
-        help="impure/cifar10-resnet20 (bundled, no weights needed); cifar_resnet20, cifar_resnet56 or "
-             "squeezenet1_0_caffe (with --classifier-weights) or their .safetensors file; torchvision:NAME; "
-             "timm:NAME; module:callable; or a TorchScript file")
+        help="impure/cifar10-resnet20-heldout or impure/cifar10-resnet20 (bundled, no weights needed); "
+             "cifar_resnet20, cifar_resnet56 or squeezenet1_0_caffe (with --classifier-weights) or their "
+             ".safetensors file; torchvision:NAME; timm:NAME; module:callable; or a TorchScript file")
     add("--classifier-weights", type=Path, help="weights file for a classifier named by its architecture")
     add("--data", required=True,
         help="an .npz with images/labels, an image folder (one subfolder per class), or a torchvision "
