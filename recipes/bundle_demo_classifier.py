@@ -6,10 +6,11 @@
         [--compute "about 80 minutes on one thread of an AMD EPYC (Zen 4)"]
 
 RUNS are the training stages in order (each an --out folder of train_demo_classifier.py with card.json); the last
-one's model.safetensors is bundled. OUT gets model.safetensors, card.json (the stages' settings, the test_dev
-accuracy and, with --spectrum, the classifier's and the shared ResNet-56's accuracy under grey-box PGD-10 through
-the purifier, read from benchmarks/perturbation_spectrum.py's JSON: what `impure demo` quotes) and README.md.
-Run it without --spectrum first, measure the bundled name with the benchmark, then again with it.
+one's model.safetensors is bundled. OUT gets model.safetensors, card.json (every stage's settings, the folders,
+--compute, the test_dev accuracy and, with --spectrum, the classifier's and the shared ResNet-56's accuracy under
+grey-box PGD-10 through the purifier, read from benchmarks/perturbation_spectrum.py's JSON: what `impure demo`
+quotes) and README.md; tests/test_recipes.py rewrites both from card.json. Run it without --spectrum first, measure
+the bundled name with the benchmark, then again with it.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(weights, temporary)
         temporary.replace(args.out / "model.safetensors")
     card = {"name": args.name, "architecture": last["architecture"], "stages": stages,
+            "runs": [str(run) for run in args.runs], "compute": args.compute,
             "test_dev_accuracy_fp32": last["test_dev_accuracy_fp32"],
             "test_dev_accuracy_fp16_weights": last["test_dev_accuracy_fp16_weights"]}
     if measured:

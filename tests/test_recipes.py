@@ -193,3 +193,32 @@ def test_the_card_writer_reads_the_campaign_from_its_records(monkeypatch, tmp_pa
     monkeypatch.setattr(writer, "candidate_records", lambda: records)
     with pytest.raises(ValueError, match="has no recipes/candidates/\\*/record.json"):
         writer.since_replaced()
+
+
+def test_the_bundled_demo_classifier_regenerates_from_its_card(tmp_path, monkeypatch):
+    """bundle_demo_classifier.py, given the stages' cards, weights and benchmark result that the bundled card
+    records, writes the committed card.json and model card again, byte for byte."""
+    import shutil
+
+    monkeypatch.syspath_prepend(str(RECIPES))
+    import bundle_demo_classifier
+
+    root = RECIPES.parent
+    bundled = root / "src" / "impure" / "weights" / "cifar10-resnet20-heldout"
+    card = json.loads((bundled / "card.json").read_text())
+    monkeypatch.chdir(tmp_path)  # the recorded paths are relative to the checkout
+    for run, stage in zip(card["runs"], card["stages"], strict=True):
+        Path(run).mkdir(parents=True)
+        (Path(run) / "card.json").write_text(json.dumps(stage))
+    shutil.copyfile(bundled / "model.safetensors", Path(card["runs"][-1]) / "model.safetensors")
+    source = Path(card["through_purifier"]["source"])
+    source.parent.mkdir(parents=True)
+    shutil.copyfile(root / source, source)
+    out = tmp_path / "bundle"
+    assert bundle_demo_classifier.main([*card["runs"], "--out", str(out), "--name", card["name"], "--spectrum",
+                                        str(source), "--compute", card["compute"]]) == 0
+    for name in ("card.json", "README.md", "model.safetensors"):
+        assert (out / name).read_bytes() == (bundled / name).read_bytes(), name
+    with pytest.raises(SystemExit, match="no row for"):
+        bundle_demo_classifier.main([*card["runs"], "--out", str(out), "--name", "impure/other", "--spectrum",
+                                     str(source)])
