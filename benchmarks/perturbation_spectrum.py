@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
               for r in rows]
     markdown = "\n".join(lines) + "\n"
     payload = {"argv": sys.argv[1:] if argv is None else argv, "minutes": round((time.time() - started) / 60, 1),
-               "start": args.start, "images": len(labels), "bands": list(BANDS), "rows": rows}
+               "purifier": args.purifier, "start": args.start, "images": len(labels), "bands": list(BANDS),
+               "rows": rows}
     atomic_write(args.out / "perturbation-spectrum.md", markdown)
     atomic_write(args.out / "perturbation-spectrum.json", json.dumps(payload, indent=2) + "\n")
     print(markdown)

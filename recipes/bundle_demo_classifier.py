@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -46,11 +45,10 @@ def through_purifier(spectrum: Path, name: str) -> dict:
     missing = [key for key in (name, REFERENCE) if key not in rows]
     if missing:
         raise SystemExit(f"{spectrum} has no row for {missing}: measure them with benchmarks/perturbation_spectrum.py")
-    start = payload.get("start", 0)
+    start = payload["start"]
     keys = ("clean", "adversarial", "purified_clean", "purified_adversarial")
-    purifier = next((value for flag, value in zip(payload["argv"], payload["argv"][1:], strict=False)
-                     if flag == "--purifier"), "impure/cifar10")
-    return {"purifier": purifier, "attack": "grey-box PGD-10 (eps 8/255, step 2/255) on the classifier alone",
+    return {"purifier": payload["purifier"],
+            "attack": "grey-box PGD-10 (eps 8/255, step 2/255) on the classifier alone",
             "images": f"test_dev {start}-{start + payload['images'] - 1}", "source": str(spectrum),
             "accuracy": {key: {k: round(rows[key][k], 1) for k in keys} for key in (name, REFERENCE)}}
 
@@ -103,13 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         stages.append(json.loads(card.read_text()))
     last = stages[-1]
     measured = through_purifier(args.spectrum, args.name) if args.spectrum else None
-    args.out.mkdir(parents=True, exist_ok=True)
-    weights = args.runs[-1] / "model.safetensors"
-    if not (args.out / "model.safetensors").is_file() or (args.out / "model.safetensors").read_bytes() != \
-            weights.read_bytes():
-        temporary = args.out / "model.safetensors.tmp"
-        shutil.copyfile(weights, temporary)
-        temporary.replace(args.out / "model.safetensors")
+    atomic_write(args.out / "model.safetensors", (args.runs[-1] / "model.safetensors").read_bytes())
     card = {"name": args.name, "architecture": last["architecture"], "stages": stages,
             "runs": [str(run) for run in args.runs], "compute": args.compute,
             "test_dev_accuracy_fp32": last["test_dev_accuracy_fp32"],

@@ -69,12 +69,6 @@ class PixelHead(nn.Module):
         self.conv1 = nn.Conv2d(4, width, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1)
         self.conv3 = nn.Conv2d(width, 3, kernel_size=3, padding=1)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """PyTorch's default initialisation of the first two convolutions, zeros for the last."""
-        self.conv1.reset_parameters()
-        self.conv2.reset_parameters()
         nn.init.zeros_(self.conv3.weight)
         nn.init.zeros_(self.conv3.bias)
 

@@ -101,7 +101,7 @@ class PurifierModel(nn.Module):
         self.output_conv = nn.Conv2d(3, 3, kernel_size=3, padding=1) if config.output_conv else nn.Identity()
         if config.noisy_skip:  # a per-patch linear map of the patch's own noised pixels (see `skip`)
             self.skip_proj = nn.Conv2d(3, 3 * patch * patch, kernel_size=patch, stride=patch)
-        if config.pixel_head_width:  # corrects each copy's hidden pixels from their neighbourhood (see `refine`)
+        if config.pixel_head_width:  # corrects each copy's hidden pixels (see `refine`); closed, as the skip path
             self.pixel_head = PixelHead(config.pixel_head_width)
 
         # Derived from the config alone, so not saved with the weights.
@@ -137,8 +137,6 @@ class PurifierModel(nn.Module):
         if self.config.noisy_skip:  # closed at first: training opens it, and trained weights keep their output
             nn.init.zeros_(self.skip_proj.weight)
             nn.init.zeros_(self.skip_proj.bias)
-        if self.config.pixel_head_width:
-            self.pixel_head.reset_parameters()  # closed at first, as the skip path
 
     @property
     def noise_t(self) -> tuple[int, int]:
