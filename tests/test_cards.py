@@ -37,6 +37,19 @@ def test_save_pretrained_writes_a_card_the_hub_parses(tmp_path, purifier):
     assert f"ViT, width {config.encoder_width}, depth {config.encoder_depth}" in card.text
     assert 'Purifier.from_pretrained("my-impure-purifier")' in card.text
     assert card.data.eval_results is None  # nothing measured, no model-index
+    assert "pixel head" not in card.text and "noisy-pixel skip" not in card.text  # options off: no rows
+
+
+@pytest.mark.parametrize("option", [dict(pixel_head_width=8), dict(noisy_skip=True)])
+def test_the_card_names_the_design_options_beyond_the_reference(tmp_path, option):
+    """A checkpoint of a design `from_reference` cannot build says so on its card, with its setting."""
+    config = PurifierConfig.preset("tiny", **option)
+    Purifier(config).save_pretrained(tmp_path)
+    text = ModelCard.load(tmp_path / "README.md").text
+    if "pixel_head_width" in option:
+        assert "| pixel head | 8 channels, three 3 x 3 convolutions per decoder copy" in text
+    else:
+        assert "| noisy-pixel skip | a per-patch linear map" in text and "sigma_data 0.5" in text
 
 
 def test_evaluation_and_training_go_on_the_card_and_into_the_model_index(tmp_path, purifier, result):

@@ -96,6 +96,12 @@ def _architecture(config: PurifierConfig) -> str:
         ("fusion taps", ", ".join(map(str, config.fusion_taps)) or "none"),
         ("output convolution", "yes" if config.output_conv else "no"),
     ]  # fmt: skip
+    if config.noisy_skip:
+        rows.append(("noisy-pixel skip", "a per-patch linear map of the hidden patch's noised pixels, weighted by "
+                                         f"the noise level (sigma_data {config.skip_sigma_data:g})"))
+    if config.pixel_head_width:
+        rows.append(("pixel head", f"{config.pixel_head_width} channels, three 3 x 3 convolutions per decoder copy, "
+                                   "a correction to the hidden group's pixels"))
     return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows) + \
         "\n\nThe full configuration is `config.json`; `Purifier.set_strength(s)` scales both timesteps."
 
