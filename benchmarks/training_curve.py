@@ -10,7 +10,8 @@ config.json in model/ or its checkpoint.pt: each point records the noise timeste
 validated at (`noise_t`: image, feature), and the plot marks where they change. Runs are
 concatenated in the order given; --offset counts the images the starting weights had already seen (30,432
 for impure/cifar10-s: 151 x 32 pre-training + 800 x 32 fine-tuning images). A campaign whose earlier run folders
-are gone continues its committed curve with --continue-from (e.g. benchmarks/results/campaign-cifar10/curve.json).
+are gone continues its committed curve with --continue-from (e.g. benchmarks/results/campaign-cifar10/curve.json),
+and --lost-images counts the images of stretches in between whose logs were lost.
 Needs matplotlib for the PNG.
 """
 
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--continue-from", type=Path,
                         help="a curve JSON written earlier (its run folders may be gone): its points come first and "
                              "the runs continue from its last point's images (the weights they started from)")
+    parser.add_argument("--lost-images", type=int, default=0,
+                        help="training images between the last point and the first run, by stretches whose logs "
+                             "were lost (their schedule's count); added to the images axis and recorded as "
+                             "lost_images in the JSON")
     parser.add_argument("--title", default="impure/cifar10 campaign: validation on test_dev 0-249 (ResNet-56, "
                                            "never trained with)")
     args = parser.parse_args(argv)
@@ -113,13 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     committed = json.loads(args.continue_from.read_text()) if args.continue_from else {"offset": args.offset}
     earlier = committed.get("points", [])
-    offset = earlier[-1]["images"] if earlier else args.offset
+    if args.lost_images < 0:
+        parser.error(f"--lost-images must be >= 0, got {args.lost_images}")
+    offset = (earlier[-1]["images"] if earlier else args.offset) + args.lost_images
     points = earlier + read_points(args.runs, offset)
     if not points:
         print("the runs have no validation records yet", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     data = {"offset": committed["offset"], "points": points}
+    lost = committed.get("lost_images", 0) + args.lost_images
+    if lost:
+        data["lost_images"] = lost
     atomic_write(args.out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
     plot(points, args.out.with_suffix(".png"), args.title)
     print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.json')} ({len(points)} points)")

@@ -193,6 +193,13 @@ def test_training_curve_concatenates_runs_by_images_seen(monkeypatch, tmp_path):
     assert training_curve.main([runs[1], "--continue-from", str(out.with_suffix(".json")), "--out", str(later)]) == 0
     continued = json.loads(later.with_suffix(".json").read_text())["points"]
     assert continued[:3] == points and continued[3]["images"] == points[-1]["images"] + 3200
+    assert "lost_images" not in json.loads(later.with_suffix(".json").read_text())
+    # A stretch in between whose log was lost moves the later points by its images, and the JSON says so.
+    gap = tmp_path / "gap"
+    assert training_curve.main([runs[1], "--continue-from", str(later.with_suffix(".json")), "--lost-images", "640",
+                                "--out", str(gap)]) == 0
+    bridged = json.loads(gap.with_suffix(".json").read_text())
+    assert bridged["points"][4]["images"] == continued[3]["images"] + 640 + 3200 and bridged["lost_images"] == 640
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
