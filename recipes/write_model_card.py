@@ -390,6 +390,29 @@ def stretch_steps() -> dict[str, tuple[int, bool]]:
     return steps
 
 
+def _pixel_head_text(config: PurifierConfig) -> str:
+    """How the bundled weights got their pixel head and training noise, if they have one."""
+    if not config.pixel_head_width:
+        return ""
+    (image_low, image_high), (feature_low, feature_high) = config.train_image_noise_t, config.train_feature_noise_t
+    return (f", given a {config.pixel_head_width}-channel pixel head by `recipes/grow_purifier.py --pixel-head` "
+            "(closed at the start: the output unchanged; `benchmarks/results/fidelity-cifar10/PILOTS.md`, rounds 4 "
+            f"and 5) with the training noise narrowed to image t {image_low}-{image_high} and feature t "
+            f"{feature_low}-{feature_high}")
+
+
+def _replaced_design(config: PurifierConfig) -> str:
+    """What the replaced release's design lacks of the bundled one's (from its candidate folder's config)."""
+    if not config.pixel_head_width:
+        return ""
+    replaced = candidate_records()[bundled_record()["replaces"]]
+    old = PurifierConfig.from_json(str(ROOT / replaced["folder"] / "config.json"))
+    if not old.pixel_head_width:
+        return (f" without the pixel head, trained with image / feature noise t {old.train_image_noise_t[0]}-"
+                f"{old.train_image_noise_t[1]} / {old.train_feature_noise_t[0]}-{old.train_feature_noise_t[1]}")
+    return ""
+
+
 def findings(rows: list[dict]) -> str:
     """The `finding.md` texts of the selection runs, newest first, each `{row label}` replaced by that row's clean
     accuracy through the purifier (%)."""
@@ -415,7 +438,8 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     lost = [name for name, (_, logged) in since.items() if not logged]
     lost_text = (f" ({' and '.join(lost)}: {'its log was' if len(lost) == 1 else 'their logs were'} lost with the "
                  "machine, so the steps are the schedule's)" if lost else "")
-    curve = _json(RESULTS / "campaign-cifar10" / "curve.json")["points"]
+    curve_data = _json(RESULTS / "campaign-cifar10" / "curve.json")
+    curve, lost_images = curve_data["points"], curve_data.get("lost_images", 0)
     ours = next(r for r in results if r["defence"] == name)
     jpeg = next(r for r in results if r["defence"] == "jpeg75")
     recipe = load_config(ROOT / "configs" / "cifar10-campaign.toml")
@@ -424,13 +448,17 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
     training = ("Continued from impure/cifar10-s with `configs/cifar10-campaign.toml` "
                 "(`bash recipes/train_cifar10.sh`, every stretch in `recipes/CAMPAIGN.md`), deepened after stretch 4 "
                 f"from 4 / 2 to {config.encoder_depth} / {config.decoder_depth} encoder / decoder blocks by "
-                "`recipes/grow_purifier.py` (new blocks start as the identity) and trained on: adversarial fine-tuning "
+                "`recipes/grow_purifier.py` (new blocks start as the identity)" + _pixel_head_text(config)
+                + " and trained on: adversarial fine-tuning "
                 f"on {attacks} examples against two ResNet-20s (the shared one and impure/cifar10-resnet20), "
                 f"pixel L1 + ResNet-20 feature L1 on patch-mixed images + {recipe.loss.classifier_weight:g} × "
                 f"ResNet-20 cross-entropy, constant learning rate {_lr(recipe.optim.lr)} after a warm-up with a "
                 f"linear cool-down towards {_lr(recipe.optim.min_lr)} at the end of a stretch, EMA of the weights "
                 f"(decay {recipe.optim.ema_decay:g}; the EMA is exported). {curve[-1]['images']:,} training images "
-                "seen in all (impure/cifar10-s's included) up to the training curve's last point"
+                "seen in all (impure/cifar10-s's included"
+                + (f"; {lost_images:,} of them in stretches whose logs were lost, counted from their schedules"
+                   if lost_images else "")
+                + ") up to the training curve's last point"
                 + "".join(f", then {steps * recipe.optim.batch_size:,} in {name}'s schedule (its log was lost)"
                           for name, (steps, logged) in since.items() if not logged)
                 + ", on a 2-core CPU. Weights: float16 safetensors; float16 "
@@ -446,7 +474,8 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         f"`benchmarks/results/campaign-cifar10/selection-stretch{{{selection_stretches}}}`, noise seed 0, the rule in "
         "`recipes/CAMPAIGN.md`); each row is labelled by the image / feature noise timesteps it purified at "
         f"(t=I/F). The bundled weights are {bundled['stretch']}'s at {noise_t}, and {bundled['replaces']} (the same "
-        f"{config.encoder_depth} / {config.decoder_depth} blocks, {trained_since} steps less trained{lost_text}) is "
+        f"{config.encoder_depth} / {config.decoder_depth} blocks{_replaced_design(config)}, {trained_since} steps "
+        f"less trained{lost_text}) is "
         f"the release they replace:\n\n"
         f"{selection_table(selected)}\n\n{seed_text(bundled['label'] + ' ' + noise_t)}",
         f"The chosen noise t {config.image_noise_t}/{config.feature_noise_t} is "

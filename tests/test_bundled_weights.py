@@ -12,8 +12,10 @@ from impure.hub import BUNDLED_ROOT, bundled_names
 from impure.metrics import psnr
 
 BUNDLED = ["impure/cifar10", "impure/cifar10-s"]
-# Both have the "cifar10-s" preset's architecture, impure/cifar10 deepened by recipes/grow_purifier.py.
-DEPTHS = {"impure/cifar10": {"encoder_depth": 6, "decoder_depth": 3}, "impure/cifar10-s": {}}
+# impure/cifar10-s is the "cifar10-s" preset; impure/cifar10 grew from it by recipes/grow_purifier.py (6 / 3 blocks,
+# then a pixel head: the "cifar10-pixel" preset) and trains with the narrower noise of campaign stretch 13.
+PRESETS = {"impure/cifar10": ("cifar10-pixel", {"train_image_noise_t": (0, 199), "train_feature_noise_t": (0, 299)}),
+           "impure/cifar10-s": ("cifar10-s", {})}
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -27,7 +29,8 @@ def test_bundled_purifier_loads_offline_in_eval_mode_with_the_preset_architectur
     assert name in bundled_names()
     purifier = Purifier.from_pretrained(name)
     assert not purifier.training and purifier.dtype == torch.float32
-    preset = PurifierConfig.preset("cifar10-s", **DEPTHS[name]).to_dict()
+    preset_name, overrides = PRESETS[name]
+    preset = PurifierConfig.preset(preset_name, **overrides).to_dict()
     loaded = purifier.config.to_dict()
     noise = ("image_noise_t", "feature_noise_t")  # the export may make an evaluation strength nominal
     assert {k: v for k, v in loaded.items() if k not in noise} == {k: v for k, v in preset.items() if k not in noise}

@@ -213,6 +213,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     ),
     # "impure/cifar10"'s architecture with a 32-channel pixel head (`pixel_head_width`), the decoder output at
     # patch size 1 of docs/training.md ("Where fidelity is lost"); see benchmarks/results/fidelity-cifar10/PILOTS.md.
+    # The bundled "impure/cifar10" has it since campaign stretch 13 (with training noise t 0-199 / 0-299).
     "cifar10-pixel": dict(
         image_size=32, patch_size=2, encoder_width=128, encoder_depth=6, encoder_heads=4,
         decoder_width=128, decoder_depth=3, decoder_heads=4, fusion_taps=(0, 2),
