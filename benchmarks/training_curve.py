@@ -112,14 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="impure/cifar10 campaign: validation on test_dev 0-249 (ResNet-56, "
                                            "never trained with)")
     args = parser.parse_args(argv)
+    if args.lost_images < 0:
+        parser.error(f"--lost-images must be >= 0, got {args.lost_images}")
     missing = [str(run) for run in args.runs if not (run / "log.jsonl").is_file()]
     if missing:
         print(f"no log.jsonl in {missing}", file=sys.stderr)
         return 2
     committed = json.loads(args.continue_from.read_text()) if args.continue_from else {"offset": args.offset}
     earlier = committed.get("points", [])
-    if args.lost_images < 0:
-        parser.error(f"--lost-images must be >= 0, got {args.lost_images}")
     offset = (earlier[-1]["images"] if earlier else args.offset) + args.lost_images
     points = earlier + read_points(args.runs, offset)
     if not points:

@@ -401,11 +401,12 @@ def _pixel_head_text(config: PurifierConfig) -> str:
             f"{feature_low}-{feature_high}")
 
 
-def _replaced_design(config: PurifierConfig) -> str:
-    """What the replaced release's design lacks of the bundled one's (from its candidate folder's config)."""
+def _replaced_design(config: PurifierConfig, bundled: dict) -> str:
+    """What the replaced release's design lacks of the bundled one's (`bundled`: its record, from
+    `bundled_record`; the replaced one's config from its candidate folder)."""
     if not config.pixel_head_width:
         return ""
-    replaced = candidate_records()[bundled_record()["replaces"]]
+    replaced = candidate_records()[bundled["replaces"]]
     old = PurifierConfig.from_json(str(ROOT / replaced["folder"] / "config.json"))
     if not old.pixel_head_width:
         return (f" without the pixel head, trained with image / feature noise t {old.train_image_noise_t[0]}-"
@@ -474,8 +475,8 @@ def cifar10_card(reports: dict[str, AdaptiveReport]) -> str:
         f"`benchmarks/results/campaign-cifar10/selection-stretch{{{selection_stretches}}}`, noise seed 0, the rule in "
         "`recipes/CAMPAIGN.md`); each row is labelled by the image / feature noise timesteps it purified at "
         f"(t=I/F). The bundled weights are {bundled['stretch']}'s at {noise_t}, and {bundled['replaces']} (the same "
-        f"{config.encoder_depth} / {config.decoder_depth} blocks{_replaced_design(config)}, {trained_since} steps "
-        f"less trained{lost_text}) is "
+        f"{config.encoder_depth} / {config.decoder_depth} blocks{_replaced_design(config, bundled)}, "
+        f"{trained_since} steps less trained{lost_text}) is "
         f"the release they replace:\n\n"
         f"{selection_table(selected)}\n\n{seed_text(bundled['label'] + ' ' + noise_t)}",
         f"The chosen noise t {config.image_noise_t}/{config.feature_noise_t} is "
