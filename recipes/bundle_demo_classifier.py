@@ -10,7 +10,13 @@ one's model.safetensors is bundled. OUT gets model.safetensors, card.json (every
 --compute, the test_dev accuracy and, with --spectrum, the classifier's and the shared ResNet-56's accuracy under
 grey-box PGD-10 through the purifier, read from benchmarks/perturbation_spectrum.py's JSON: what `impure demo`
 quotes) and README.md; tests/test_recipes.py rewrites both from card.json. Run it without --spectrum first, measure
-the bundled name with the benchmark, then again with it.
+the bundled name with the benchmark, then again with it. Where the run folders are gone, `--from-card FOLDER` takes
+the stages, the run folders' names and the weights from a bundled folder instead (e.g. to quote a new --spectrum
+measurement after the purifier changed):
+
+    python recipes/bundle_demo_classifier.py --from-card src/impure/weights/cifar10-resnet20-heldout \
+        --out src/impure/weights/cifar10-resnet20-heldout --name impure/cifar10-resnet20-heldout \
+        --spectrum benchmarks/results/perturbation-spectrum/heldout/reported-stretch13/perturbation-spectrum.json
 """
 
 from __future__ import annotations
@@ -87,29 +93,38 @@ def model_card(name: str, stages: list[dict], runs: list[Path], measured: dict |
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="the training stages' --out folders, in order")
+    parser.add_argument("runs", nargs="*", type=Path, help="the training stages' --out folders, in order")
+    parser.add_argument("--from-card", type=Path, help="a bundled classifier's folder whose card.json and weights "
+                                                       "stand in for the run folders")
     parser.add_argument("--out", type=Path, required=True, help="the bundled classifier's folder")
     parser.add_argument("--name", required=True, help="the name it is loaded by, e.g. impure/cifar10-resnet20-heldout")
     parser.add_argument("--spectrum", type=Path, help="benchmarks/perturbation_spectrum.py's JSON measuring --name")
-    parser.add_argument("--compute", default="", help="the training's compute, in words")
+    parser.add_argument("--compute", help="the training's compute, in words (with --from-card: its card's)")
     args = parser.parse_args(argv)
-    stages = []
-    for run in args.runs:
-        card = run / "card.json"
-        if not card.is_file():
-            raise SystemExit(f"{card} not found: is {run} a finished train_demo_classifier.py run?")
-        stages.append(json.loads(card.read_text()))
+    if bool(args.runs) == bool(args.from_card):
+        parser.error("give the run folders or --from-card, not both")
+    if args.from_card:
+        bundled = json.loads((args.from_card / "card.json").read_text())
+        stages, runs, weights = bundled["stages"], [Path(run) for run in bundled["runs"]], args.from_card
+        compute = bundled["compute"] if args.compute is None else args.compute
+    else:
+        stages, runs, weights, compute = [], args.runs, args.runs[-1], args.compute or ""
+        for run in runs:
+            card = run / "card.json"
+            if not card.is_file():
+                raise SystemExit(f"{card} not found: is {run} a finished train_demo_classifier.py run?")
+            stages.append(json.loads(card.read_text()))
     last = stages[-1]
     measured = through_purifier(args.spectrum, args.name) if args.spectrum else None
-    atomic_write(args.out / "model.safetensors", (args.runs[-1] / "model.safetensors").read_bytes())
+    atomic_write(args.out / "model.safetensors", (weights / "model.safetensors").read_bytes())
     card = {"name": args.name, "architecture": last["architecture"], "stages": stages,
-            "runs": [str(run) for run in args.runs], "compute": args.compute,
+            "runs": [str(run) for run in runs], "compute": compute,
             "test_dev_accuracy_fp32": last["test_dev_accuracy_fp32"],
             "test_dev_accuracy_fp16_weights": last["test_dev_accuracy_fp16_weights"]}
     if measured:
         card["through_purifier"] = measured
     atomic_write(args.out / "card.json", json.dumps(card, indent=1) + "\n")
-    atomic_write(args.out / "README.md", model_card(args.name, stages, args.runs, measured, args.compute))
+    atomic_write(args.out / "README.md", model_card(args.name, stages, runs, measured, compute))
     print(f"wrote {args.out}: model.safetensors, card.json, README.md")
     return 0
 

@@ -222,3 +222,13 @@ def test_the_bundled_demo_classifier_regenerates_from_its_card(tmp_path, monkeyp
     with pytest.raises(SystemExit, match="no row for"):
         bundle_demo_classifier.main([*card["runs"], "--out", str(out), "--name", "impure/other", "--spectrum",
                                      str(source)])
+    # Without the run folders, the bundled folder's card and weights stand in for them.
+    shutil.rmtree("runs")
+    again = tmp_path / "again"
+    assert bundle_demo_classifier.main(["--from-card", str(bundled), "--out", str(again), "--name", card["name"],
+                                        "--spectrum", str(source)]) == 0
+    for name in ("card.json", "README.md", "model.safetensors"):
+        assert (again / name).read_bytes() == (bundled / name).read_bytes(), name
+    with pytest.raises(SystemExit):  # the run folders or --from-card, not both
+        bundle_demo_classifier.main([*card["runs"], "--from-card", str(bundled), "--out", str(again), "--name",
+                                     card["name"]])
