@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import impure.hub_files
 from impure import Purifier, PurifierConfig
+from impure.model.reference import reference_config
 
 
 def _purifier(mode: str = "token") -> Purifier:
@@ -36,6 +37,39 @@ def test_save_and_load_give_identical_outputs(tmp_path, mode):
     assert loaded.config == purifier.config and not loaded.training
     images = torch.rand(2, 3, 32, 32)
     assert torch.equal(_outputs(purifier, images), _outputs(loaded, images))
+
+
+@pytest.mark.parametrize("mode", ["token", "noise"])
+def test_the_conv_backbone_saves_and_loads_like_the_vit(tmp_path, mode):
+    torch.manual_seed(3)
+    purifier = Purifier(PurifierConfig.preset("tiny-conv", mask_mode=mode)).eval()
+    purifier.save_pretrained(tmp_path / "conv")
+    assert json.loads((tmp_path / "conv" / "config.json").read_text())["backbone"] == "conv"
+    loaded = Purifier.from_pretrained(tmp_path / "conv")
+    assert loaded.config == purifier.config and not loaded.training
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.equal(_outputs(purifier, images), _outputs(loaded, images))
+    assert Purifier.from_pretrained(tmp_path / "conv", dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_a_checkpoint_never_loads_into_the_other_backbone(tmp_path):
+    """A ViT's weights under a conv config (a config.json edited or swapped), and the reverse, are refused with
+    an error that names both backbones; so is a direct load_state_dict."""
+    vit, conv = _purifier(), Purifier(PurifierConfig.preset("tiny-conv"))
+    for weights, other in ((vit, conv), (conv, vit)):
+        folder = tmp_path / weights.config.backbone
+        weights.save_pretrained(folder)
+        (folder / "config.json").write_text(json.dumps(other.config.to_dict()))
+        found, wanted = weights.config.backbone, other.config.backbone
+        expected = rf"belong to a backbone='{found}' purifier, but this purifier is backbone='{wanted}'"
+        with pytest.raises(ValueError, match=expected):
+            Purifier.from_pretrained(folder)
+        with pytest.raises(ValueError, match=expected):
+            other.load_state_dict(weights.state_dict())
+    reference = {"patch_embed.proj.weight": torch.zeros(32, 3, 4, 4), "pos_embed": torch.zeros(1, 65, 32),
+                 "decoder_embed.weight": torch.zeros(32, 32), "decoder_head_embed.weight": torch.zeros(32, 96)}
+    with pytest.raises(ValueError, match="load into backbone='vit' only"):
+        reference_config(reference, backbone="conv")
 
 
 def test_save_leaves_no_temporary_files(tmp_path):

@@ -17,6 +17,28 @@ def tiny(**overrides) -> Purifier:
     return Purifier(PurifierConfig.preset("tiny", **overrides)).eval()
 
 
+def build(backbone: str, **overrides) -> Purifier:
+    """The tiny preset of a backbone ("vit" or "conv"), in eval mode."""
+    return Purifier(PurifierConfig.preset("tiny" if backbone == "vit" else "tiny-conv", **overrides)).eval()
+
+
+def vit_only(**fields) -> dict:
+    """ViT-only config fields that are set (non-zero), to pass to the ViT and leave out of the conv backbone."""
+    return {name: value for name, value in fields.items() if value}
+
+
+def hidden_together(purifier: Purifier, side: int) -> torch.Tensor:
+    """(side, side) pixel map of the unit the information mask hides at once: for the ViT a lattice patch group,
+    for the conv backbone every patch on its own."""
+    p = purifier.config.patch_size
+    rows = side // p
+    if purifier.config.backbone == "conv":
+        unit = torch.arange(rows * rows).view(rows, rows)
+    else:
+        unit = lattice_group_ids(rows, rows, purifier.config.num_groups).view(rows, rows)
+    return unit.repeat_interleave(p, 0).repeat_interleave(p, 1)
+
+
 def open_pixel_head(purifier: Purifier) -> Purifier:
     """Give the pixel head's last convolution (zero at first) random weights, so that the head acts."""
     torch.nn.init.normal_(purifier.pixel_head.conv3.weight, std=0.1)
@@ -41,11 +63,13 @@ def test_paper_preset_has_the_paper_size():
     assert trainable == 115_789_914 - 512
 
 
-@pytest.mark.parametrize("mode,skip,pixel_head", [("noise", False, 0), ("token", False, 0), ("noise", True, 0),
-                                                   ("noise", False, 8), ("token", False, 8)])
+@pytest.mark.parametrize("backbone,mode,skip,pixel_head", [
+    ("vit", "noise", False, 0), ("vit", "token", False, 0), ("vit", "noise", True, 0), ("vit", "noise", False, 8),
+    ("vit", "token", False, 8), ("conv", "noise", False, 0), ("conv", "token", False, 0)])
 @pytest.mark.parametrize("training", [False, True])
-def test_every_parameter_receives_a_gradient(mode, skip, pixel_head, training):
-    purifier = tiny(mask_mode=mode, noisy_skip=skip, pixel_head_width=pixel_head).train(training)
+def test_every_parameter_receives_a_gradient(backbone, mode, skip, pixel_head, training):
+    purifier = build(backbone, mask_mode=mode, **vit_only(noisy_skip=skip, pixel_head_width=pixel_head))
+    purifier.train(training)
     if pixel_head:  # a closed head passes no gradient to its first layers, as any zero-initialised branch
         open_pixel_head(purifier)
     purifier(torch.rand(2, 3, 32, 32), clamp=False).square().mean().backward()
@@ -129,41 +153,41 @@ def test_lattice_partition_interleaves_groups_and_uses_the_centred_window():
         assert torch.equal(purifier.unpatchify(patches, layout), purifier.unpatchify(patches, gathered))
 
 
-@pytest.mark.parametrize("pixel_head", [0, 8])
-@pytest.mark.parametrize("groups", [2, 3, 4])
-def test_information_mask_a_group_never_sees_its_own_pixels(groups, pixel_head):
-    """Token mode without the output convolution, with and without the pixel head: a patch group's output
-    pixels have exactly zero gradient with respect to that group's own input pixels, and a non-zero one with
-    respect to the others'."""
-    purifier = tiny(mask_mode="token", output_conv=False, num_groups=groups, pixel_head_width=pixel_head)
+@pytest.mark.parametrize("backbone,groups,pixel_head", [("vit", 2, 0), ("vit", 3, 0), ("vit", 4, 0), ("vit", 2, 8),
+                                                     ("vit", 3, 8), ("vit", 4, 8), ("conv", None, 0)])
+def test_information_mask_a_group_never_sees_its_own_pixels(backbone, groups, pixel_head):
+    """Token mode without the output convolution, with and without the pixel head: the output pixels of the unit
+    hidden at once (a ViT patch group; for the conv backbone, every single patch) have exactly zero gradient with
+    respect to that unit's own input pixels, and a non-zero one with respect to the others'."""
+    fields = vit_only(num_groups=groups, pixel_head_width=pixel_head)
+    purifier = build(backbone, mask_mode="token", output_conv=False, **fields)
     if pixel_head:
         open_pixel_head(purifier)
     side = 24 if groups == 3 else 32  # a 6 x 6 grid splits into 3 lattice groups, an 8 x 8 one into 2 or 4
     images = torch.rand(1, 3, side, side, requires_grad=True)
-    rows = side // 4
-    group_of = lattice_group_ids(rows, rows, groups).view(rows, rows)
-    pixel_group = group_of.repeat_interleave(4, 0).repeat_interleave(4, 1)  # (side, side)
+    unit_of = hidden_together(purifier, side)
     output = purifier(images, clamp=False)
-    for group in range(groups):
-        own = pixel_group == group
+    for unit in range(int(unit_of.max()) + 1):
+        own = unit_of == unit
         (grad,) = torch.autograd.grad(output[..., own].sum(), images, retain_graph=True)
         assert torch.count_nonzero(grad[..., own]) == 0
         assert grad[..., ~own].abs().sum() > 0
 
 
-@pytest.mark.parametrize("skip,pixel_head", [(False, 0), (True, 0), (False, 8)])
-def test_information_mask_in_noise_mode_a_group_sees_its_own_pixels_only_through_the_noisy_copy(skip, pixel_head):
+@pytest.mark.parametrize("backbone,skip,pixel_head", [("vit", False, 0), ("vit", True, 0), ("vit", False, 8),
+                                                      ("conv", False, 0)])
+def test_information_mask_in_noise_mode_a_group_sees_its_own_pixels_only_through_the_noisy_copy(
+        backbone, skip, pixel_head):
     """Noise mode without the output convolution, with and without the noisy-pixel skip path or the pixel head:
-    with the noisy copy cut from the graph, a group's output has exactly zero gradient with respect to its own
-    pixels; through the noisy copy alone it has a non-zero one."""
-    purifier = tiny(output_conv=False, noisy_skip=skip, pixel_head_width=pixel_head)
+    with the noisy copy cut from the graph, a hidden unit's output has exactly zero gradient with respect to its
+    own pixels; through the noisy copy alone it has a non-zero one."""
+    purifier = build(backbone, output_conv=False, **vit_only(noisy_skip=skip, pixel_head_width=pixel_head))
     if skip:  # open the path (it starts closed)
         torch.nn.init.normal_(purifier.skip_proj.weight, std=0.1)
     if pixel_head:
         open_pixel_head(purifier)
     noise_image = purifier.noise_image
-    rows = 8
-    pixel_group = lattice_group_ids(rows, rows, 4).view(rows, rows).repeat_interleave(4, 0).repeat_interleave(4, 1)
+    unit_of = hidden_together(purifier, 32)
     images = torch.rand(1, 3, 32, 32, requires_grad=True)
 
     def clean_path_only(normalized, noise, generator):
@@ -175,14 +199,51 @@ def test_information_mask_in_noise_mode_a_group_sees_its_own_pixels_only_through
     for path, source in ((clean_path_only, images), (noisy_path_only, images.detach())):
         purifier.noise_image = path
         output = purifier(source, clamp=False, generator=torch.Generator().manual_seed(0))
-        for group in range(4):
-            own = pixel_group == group
+        for unit in range(int(unit_of.max()) + 1):
+            own = unit_of == unit
             (grad,) = torch.autograd.grad(output[..., own].sum(), images, retain_graph=True)
             if path is clean_path_only:
                 assert torch.count_nonzero(grad[..., own]) == 0
                 assert grad[..., ~own].abs().sum() > 0
             else:
                 assert grad[..., own].abs().sum() > 0
+
+
+def test_conv_backbone_with_the_copy_weight_at_zero_never_sees_a_patch_own_pixels():
+    """The conv backbone in noise mode, its noisy copy's weight zeroed: no patch's output depends on its own input
+    pixels at all, through either path, while it still depends on its neighbours'."""
+    purifier = build("conv", output_conv=False)
+    with torch.no_grad():
+        purifier.blindspot.fuse_copy.weight.zero_()
+    unit_of = hidden_together(purifier, 32)
+    images = torch.rand(1, 3, 32, 32, requires_grad=True)
+    output = purifier(images, clamp=False, generator=torch.Generator().manual_seed(0))
+    for unit in range(int(unit_of.max()) + 1):
+        own = unit_of == unit
+        (grad,) = torch.autograd.grad(output[..., own].sum(), images, retain_graph=True)
+        assert torch.count_nonzero(grad[..., own]) == 0
+        assert grad[..., ~own].abs().sum() > 0
+
+
+def test_conv_backbone_purifies_any_shape_reproducibly_and_replays_its_noise():
+    """Square and non-square grids (the rotated branches take two shapes), samples independent of their batch,
+    the generator's draws replayed through image_noise and feature_noise (N, L, conv_width) in raster order."""
+    purifier = build("conv")
+    images = torch.rand(3, 3, 24, 40)
+    with torch.no_grad():
+        batched = purifier(images, clamp=False, image_noise=torch.zeros_like(images),
+                           feature_noise=torch.zeros(3, 60, 16))
+        single = torch.cat([purifier(images[i:i + 1], clamp=False, image_noise=torch.zeros(1, 3, 24, 40),
+                                     feature_noise=torch.zeros(1, 60, 16)) for i in range(3)])
+        first = purifier(images, generator=torch.Generator().manual_seed(7))
+        generator = torch.Generator().manual_seed(7)
+        image_noise = torch.randn(3, 3, 24, 40, generator=generator)
+        feature_noise = torch.randn(3, 16, 6, 10, generator=generator).flatten(2).transpose(1, 2)
+        replayed = purifier(images, image_noise=image_noise, feature_noise=feature_noise)
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
+    torch.testing.assert_close(replayed, first, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"feature_noise must have shape \(3, 60, 16\)"):
+        purifier(images, feature_noise=torch.zeros(3, 60, 32))
 
 
 def test_noisy_skip_starts_closed_and_can_carry_the_image():
@@ -357,6 +418,24 @@ def test_bfloat16_inference_on_cpu():
 def test_config_errors_name_the_field(changes, match):
     with pytest.raises(ValueError, match=match):
         PurifierConfig.preset("tiny", **changes)
+
+
+@pytest.mark.parametrize(
+    "preset,changes,match",
+    [
+        ("tiny-conv", dict(pixel_head_width=8), r"PurifierConfig\.pixel_head_width applies to backbone='vit' only"),
+        ("tiny-conv", dict(noisy_skip=True), r"PurifierConfig\.noisy_skip"),
+        ("tiny-conv", dict(num_groups=2), r"PurifierConfig\.num_groups"),
+        ("tiny-conv", dict(partition="random"), r"PurifierConfig\.partition"),
+        ("tiny-conv", dict(encoder_depth=3), r"PurifierConfig\.encoder_depth"),
+        ("tiny", dict(conv_width=32), r"PurifierConfig\.conv_width applies to backbone='conv' only"),
+        ("tiny", dict(backbone="unet"), r"PurifierConfig\.backbone must be 'vit' or 'conv'"),
+        ("tiny-conv", dict(conv_depth=0), r"PurifierConfig\.conv_depth"),
+    ],
+)
+def test_a_backbone_refuses_what_it_cannot_carry_naming_the_field(preset, changes, match):
+    with pytest.raises(ValueError, match=match):
+        PurifierConfig.preset(preset, **changes)
 
 
 def test_unknown_preset_lists_the_available_ones():

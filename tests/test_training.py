@@ -31,10 +31,10 @@ def data(shared_dir):
             "r20": str(models / "cifar10_resnet20.safetensors"), "r56": str(models / "cifar10_resnet56.safetensors")}
 
 
-def tiny_config(output_dir: Path, train: str, **sections) -> dict:
-    """A few-step run of the tiny preset on a small slice of the data."""
+def tiny_config(output_dir: Path, train: str, preset: str = "tiny", **sections) -> dict:
+    """A few-step run of a tiny preset ("tiny", the ViT, or "tiny-conv") on a small slice of the data."""
     values = {
-        "output_dir": str(output_dir), "model": {"preset": "tiny"},
+        "output_dir": str(output_dir), "model": {"preset": preset},
         "data": {"train": train, "train_limit": 256, "crop_padding": 2},
         "optim": {"steps": 6, "batch_size": 8, "grad_accum": 2, "warmup_steps": 2, "lr": 2e-3, "grad_clip": 1.0},
         "log": {"every": 2, "checkpoint_every": 0, "progress": False},
@@ -217,25 +217,26 @@ def test_training_applies_the_configured_resized_crops(tmp_path, data):
     assert any(not torch.equal(first[k], second[k]) for k in first)  # same seed and batches, other inputs
 
 
-def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path, data):
-    Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "a", data["train"]))).fit()
-    first = Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "b", data["train"]))).fit(stop_after=3)
+@pytest.mark.parametrize("preset", ["tiny", "tiny-conv"])
+def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path, data, preset):
+    Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "a", data["train"], preset))).fit()
+    first = Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "b", data["train"], preset))).fit(stop_after=3)
     assert first["step"] == 3 and not first["finished"] and first["model_dir"] is None
     with pytest.raises(ValueError, match="pass resume=True"):  # never overwrite a run by accident
-        Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "b", data["train"]))).fit()
-    changed = tiny_config(tmp_path / "b", data["train"], optim={"lr": 1e-3})
+        Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "b", data["train"], preset))).fit()
+    changed = tiny_config(tmp_path / "b", data["train"], preset, optim={"lr": 1e-3})
     with pytest.raises(ValueError, match=r"config changed in \['optim.lr'\]"):
         Trainer(TrainConfig.from_dict(changed)).fit(resume=True)
-    second = Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "b", data["train"]))).fit(resume=True)
+    second = Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "b", data["train"], preset))).fit(resume=True)
     assert second["finished"] and second["step"] == 6
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
-    initial = Purifier(PurifierConfig.preset("tiny")).state_dict()
+    initial = Purifier(PurifierConfig.preset(preset)).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], initial[k]) for k in a)  # and training did change them
     assert [r["step"] for r in records(tmp_path / "b")] == [2, 3, 4, 6]
     assert not list((tmp_path / "b").glob(".*"))  # no temporary files left behind
     reloaded = Purifier.from_pretrained(str(tmp_path / "b" / "model"))
-    assert reloaded.config == PurifierConfig.preset("tiny")
+    assert reloaded.config == PurifierConfig.preset(preset)
 
 
 def test_constant_schedule_run_extends_on_resume_exactly_with_ema(tmp_path, data):
@@ -282,10 +283,11 @@ def test_bf16_autocast_on_the_cpu_and_fp16_refused(tmp_path, data):
         Trainer(TrainConfig.from_dict(values)).fit()
 
 
-def test_two_process_gloo_training_ends_with_the_one_process_weights(tmp_path, data):
+@pytest.mark.parametrize("preset", ["tiny", "tiny-conv"])
+def test_two_process_gloo_training_ends_with_the_one_process_weights(tmp_path, data, preset):
     optim = {"steps": 4, "grad_accum": 1, "schedule": "constant"}
     crops = {"crop_scale": [0.5, 1.0]}  # resized crops too are drawn for the global batch
-    values = tiny_config(tmp_path / "run", data["train"], optim=optim, data=crops)
+    values = tiny_config(tmp_path / "run", data["train"], preset, optim=optim, data=crops)
     (tmp_path / "config.json").write_text(json.dumps(values))
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
@@ -305,7 +307,7 @@ def test_two_process_gloo_training_ends_with_the_one_process_weights(tmp_path, d
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # gradients were averaged across processes
-    initial = Purifier(PurifierConfig.preset("tiny")).state_dict()
+    initial = Purifier(PurifierConfig.preset(preset)).state_dict()
     assert any(not torch.equal(rank0[k], initial[k]) for k in rank0)
     facts = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     assert facts[0].startswith("history 2 model ") and facts[1] == "history 0 model None", facts  # rank 0 writes
@@ -314,7 +316,7 @@ def test_two_process_gloo_training_ends_with_the_one_process_weights(tmp_path, d
     # One process with the same global batch (2 x 8) draws the same noise, partitions and augmentation
     # for every sample, so it ends with the same weights. It runs on one thread like each rank: the thread
     # count changes the order of float reductions (by ~1e-5 here), which is not what this test is about.
-    single = tiny_config(tmp_path / "single", data["train"], optim={**optim, "batch_size": 16}, data=crops)
+    single = tiny_config(tmp_path / "single", data["train"], preset, optim={**optim, "batch_size": 16}, data=crops)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -325,9 +327,10 @@ def test_two_process_gloo_training_ends_with_the_one_process_weights(tmp_path, d
     assert max(float((alone[k] - rank0[k]).abs().max()) for k in alone) < 1e-5
     # and resumes a two-process checkpoint with the same global batch (the other way is refused).
     (tmp_path / "run" / "model").rename(tmp_path / "run" / "model-2proc")
-    resumed = tiny_config(tmp_path / "run", data["train"], optim={**optim, "steps": 5, "batch_size": 16}, data=crops)
+    resumed = tiny_config(tmp_path / "run", data["train"], preset, optim={**optim, "steps": 5, "batch_size": 16},
+                          data=crops)
     assert Trainer(TrainConfig.from_dict(resumed)).fit(resume=True)["step"] == 5
-    wrong = tiny_config(tmp_path / "run", data["train"], optim={**optim, "steps": 6}, data=crops)
+    wrong = tiny_config(tmp_path / "run", data["train"], preset, optim={**optim, "steps": 6}, data=crops)
     with pytest.raises(ValueError, match="same global batch of 16 images"):
         Trainer(TrainConfig.from_dict(wrong)).fit(resume=True)
 
@@ -381,17 +384,23 @@ def test_cli_runs_both_stages_on_cifar10_and_lowers_the_loss(tmp_path, data, cap
     assert "## Training" in card and "- `stage`: finetune" in card and "steps = 24, batch_size = 16" in card
 
 
-def test_finetune_attacks_on_the_fly(tmp_path, data):
-    values = tiny_config(tmp_path, data["train"], stage="finetune",
+@pytest.mark.parametrize("preset", ["tiny", "tiny-conv"])
+def test_finetune_attacks_on_the_fly(tmp_path, data, preset):
+    """The campaign's recipe in a few steps, on either backbone: attacks on the fly, pixel and feature loss on
+    patch-mixed images, classifier guidance."""
+    features = [{"name": "r20", "network": "cifar_resnet20", "weights": data["r20"], "nodes": {"layer1.2.relu_1": 1.0}}]
+    values = tiny_config(tmp_path, data["train"], preset, stage="finetune",
                          adversarial={"classifiers": [{"network": "cifar_resnet20", "weights": data["r20"]}],
                                       "attacks": [{"name": "FGSM", "eps": "8/255"},
                                                   {"name": "PGD", "eps": "8/255", "alpha": "2/255", "steps": 1}]},
                          loss={"classifier": {"network": "cifar_resnet20", "weights": data["r20"]},
-                               "classifier_weight": 0.1},
+                               "classifier_weight": 0.1, "mixing": True, "features": features},
                          optim={"steps": 2})
     trainer = Trainer(TrainConfig.from_dict(values))
     result = trainer.fit()
-    assert result["finished"] and {"pixel", "classifier", "total"} <= result["metrics"].keys()
+    logged = {"pixel", "classifier", "feature/r20/layer1.2.relu_1", "total"}
+    assert result["finished"] and logged <= result["metrics"].keys()
+    assert Purifier.from_pretrained(result["model_dir"]).config.backbone == PurifierConfig.preset(preset).backbone
     bad = tiny_config(tmp_path / "bad", data["train"], stage="finetune",
                       adversarial={"classifiers": [{"network": "cifar_resnet20", "weights": data["r20"]}],
                                    "attacks": [{"name": "Nope"}]})

@@ -19,8 +19,18 @@ from impure.formatting import format_eps, percent
 __all__ = ["PAPER_URL", "model_card"]
 
 PAPER_URL = "https://arxiv.org/abs/2311.15339"
-_TAGS = ["adversarial-purification", "adversarial-robustness", "masked-autoencoder", "vision-transformer",
-         "impure", "arxiv:2311.15339"]
+_TAGS = {"vit": ["adversarial-purification", "adversarial-robustness", "masked-autoencoder", "vision-transformer",
+                 "impure", "arxiv:2311.15339"],
+         "conv": ["adversarial-purification", "adversarial-robustness", "blind-spot-network", "cnn", "impure",
+                  "arxiv:2311.15339"]}
+_DESCRIPTIONS = {
+    "vit": ("it hides each group of image patches in turn while the others stay visible, reconstructs every group "
+            "in one batched pass of a masked-autoencoder ViT, and merges the reconstructions into a clean image, "
+            "in front of any classifier."),
+    "conv": ("its convolutional reconstructor hides every image patch from itself and rebuilds all of them in one "
+             "pass of a blind-spot network, from the patches around each and the patch's own noised copy, in front "
+             "of any classifier."),
+}
 _DATASETS = {32: ("cifar10", "CIFAR-10"), 224: ("imagenet-1k", "ImageNet-1k")}
 
 
@@ -48,7 +58,7 @@ def model_card(config: PurifierConfig, *, name: str | None = None,
     dataset_id, dataset_name = dataset or _DATASETS.get(config.image_size, ("", ""))
     title = name or "my-impure-purifier"
     data = ModelCardData(
-        library_name="impure", license=license, tags=list(_TAGS), pipeline_tag="image-to-image",
+        library_name="impure", license=license, tags=list(_TAGS[config.backbone]), pipeline_tag="image-to-image",
         datasets=[dataset_id] if dataset_id else None, model_name=title,
         eval_results=[metric for result in results for metric in _eval_results(result, dataset_id, dataset_name)]
         or None,
@@ -56,9 +66,7 @@ def model_card(config: PurifierConfig, *, name: str | None = None,
     parts = [
         f"# {title}",
         description or ("An IMPure purifier (information-mask purification, Liu et al. 2023, "
-                        f"[arXiv 2311.15339]({PAPER_URL})): it hides each group of image patches in turn while the "
-                        "others stay visible, reconstructs every group in one batched pass of a masked-autoencoder "
-                        "ViT, and merges the reconstructions into a clean image, in front of any classifier."),
+                        f"[arXiv 2311.15339]({PAPER_URL})): {_DESCRIPTIONS[config.backbone]}"),
         "## Use", _usage(title),
         "## Architecture", _architecture(config),
     ]
@@ -85,6 +93,8 @@ robustness (grey-box and white-box). Install with `pip install impure`."""
 
 
 def _architecture(config: PurifierConfig) -> str:
+    if config.backbone == "conv":
+        return _table(_conv_architecture(config))
     rows = [
         ("input", f"{config.image_size} x {config.image_size} RGB in [0, 1], patches of {config.patch_size} px"),
         ("encoder", f"ViT, width {config.encoder_width}, depth {config.encoder_depth}, {config.encoder_heads} heads"),
@@ -102,6 +112,28 @@ def _architecture(config: PurifierConfig) -> str:
     if config.pixel_head_width:
         rows.append(("pixel head", f"{config.pixel_head_width} channels, three 3 x 3 convolutions per decoder copy, "
                                    "a correction to the hidden group's pixels"))
+    return _table(rows)
+
+
+def _conv_architecture(config: PurifierConfig) -> list[tuple[str, str]]:
+    """The architecture table's rows for the conv backbone (`impure.model.blindspot`)."""
+    copy = ("each patch's own noised copy, embedded and noised again, joins the head" if config.mask_mode == "noise"
+            else "none: a patch's output never depends on its own pixels")
+    return [
+        ("input", f"{config.image_size} x {config.image_size} RGB in [0, 1], patches of {config.patch_size} px"),
+        ("reconstructor", f"blind-spot CNN over the patch grid: four rotated branches of {config.conv_depth} upward "
+                          f"3 x 3 convolutions, width {config.conv_width}, each seeing only the half-plane beside a "
+                          "patch, combined by 1 x 1 convolutions"),
+        ("hidden at once", "every patch, from itself (all in one pass)"),
+        ("own-pixel path", copy),
+        ("noise timesteps", f"image {config.image_noise_t}, features {config.feature_noise_t} of "
+                            f"{config.noise_steps} (training: {tuple(config.train_image_noise_t)}, "
+                            f"{tuple(config.train_feature_noise_t)})"),
+        ("output convolution", "yes" if config.output_conv else "no"),
+    ]
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows) + \
         "\n\nThe full configuration is `config.json`; `Purifier.set_strength(s)` scales both timesteps."
 

@@ -27,6 +27,13 @@ class PurifierConfig:
     image_size: int = 224
     # Side of a square patch in pixels.
     patch_size: int = 16
+    # The network that rebuilds hidden patches: "vit", the paper's masked-autoencoder ViT over K patch groups, or
+    # "conv", a blind-spot convolutional network that hides every patch from itself in one pass
+    # (`impure.model.blindspot`). The encoder, decoder, group, fusion, skip and pixel-head fields are the ViT's.
+    backbone: Literal["vit", "conv"] = "vit"
+    # Conv backbone only: channels, and upward 3x3 convolutions in each of its four rotated branches.
+    conv_width: int = 64
+    conv_depth: int = 10
     # Encoder: token width, number of transformer blocks, attention heads.
     encoder_width: int = 768
     encoder_depth: int = 12
@@ -104,6 +111,19 @@ class PurifierConfig:
 
     def validate(self) -> None:
         """Raise `ValueError` naming the first inconsistent field."""
+        if self.backbone not in ("vit", "conv"):
+            raise ValueError(f"PurifierConfig.backbone must be 'vit' or 'conv', got {self.backbone!r}")
+        check_integer("PurifierConfig.conv_width", self.conv_width, 1)
+        check_integer("PurifierConfig.conv_depth", self.conv_depth, 1)
+        other = _CONV_ONLY if self.backbone == "vit" else _VIT_ONLY
+        defaults = {f.name: f.default for f in dataclasses.fields(PurifierConfig)}
+        for name in other:
+            if getattr(self, name) != defaults[name]:
+                raise ValueError(
+                    f"PurifierConfig.{name} applies to backbone={'conv' if self.backbone == 'vit' else 'vit'!r} only; "
+                    f"a backbone={self.backbone!r} purifier cannot carry {name}={getattr(self, name)!r} (leave it at "
+                    f"its default, {defaults[name]!r})"
+                )
         positive = ("image_size", "patch_size", "encoder_width", "encoder_depth", "encoder_heads",
                     "decoder_width", "decoder_depth", "decoder_heads", "num_groups", "noise_steps")
         for name in positive:
@@ -191,6 +211,11 @@ class PurifierConfig:
         return cls.from_dict({**_PRESETS[name], **overrides})
 
 
+# The fields only one backbone uses; the other's config must leave them at their defaults.
+_VIT_ONLY = ("encoder_width", "encoder_depth", "encoder_heads", "decoder_width", "decoder_depth", "decoder_heads",
+             "mlp_ratio", "num_groups", "fusion_taps", "partition", "noisy_skip", "pixel_head_width")
+_CONV_ONLY = ("conv_width", "conv_depth")
+
 _PRESETS: dict[str, dict[str, Any]] = {
     # The paper's model: ViT-B/16 encoder, 512-wide 8-block decoder, ImageNet at 224 px.
     "paper-vitb16": {},
@@ -220,6 +245,13 @@ _PRESETS: dict[str, dict[str, Any]] = {
         image_noise_t=80, feature_noise_t=120, train_image_noise_t=(0, 399), train_feature_noise_t=(0, 599),
         pixel_head_width=32,
     ),
+    # The convolutional reconstructor (`backbone="conv"`, `impure.model.blindspot`) at CIFAR-10 size: a blind-spot
+    # network over the 16 x 16 grid of 2 x 2 patches, with "impure/cifar10"'s noise timesteps and its training noise.
+    # No output convolution, so that the information mask holds exactly.
+    "cifar10-conv": dict(
+        image_size=32, patch_size=2, backbone="conv", conv_width=64, conv_depth=10, output_conv=False,
+        image_noise_t=80, feature_noise_t=120, train_image_noise_t=(0, 199), train_feature_noise_t=(0, 299),
+    ),
     # The reference's small test configuration (`../shared/reference/ref_small_config.json`).
     "reference-small": dict(
         image_size=32, patch_size=4, encoder_width=96, encoder_depth=10, encoder_heads=4,
@@ -230,6 +262,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         image_size=32, patch_size=4, encoder_width=32, encoder_depth=2, encoder_heads=2,
         decoder_width=32, decoder_depth=1, decoder_heads=2, fusion_taps=(0,),
     ),
+    # The conv backbone's minimal model, for tests and smoke runs.
+    "tiny-conv": dict(image_size=32, patch_size=4, backbone="conv", conv_width=16, conv_depth=2, output_conv=False),
 }
 
 

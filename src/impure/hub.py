@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 
-from ._util.state import load_state_dict_strict
+from ._util.state import load_state_dict_strict, read_state_dict
 from .cards import model_card
 from .config import PurifierConfig
 from .device import select_device
@@ -94,7 +94,9 @@ class Purifier(
         if config_overrides:
             purifier_config = purifier_config.replace(**config_overrides)
         model = cls(purifier_config)
-        load_state_dict_strict(model, weights_path, model_id)
+        state = read_state_dict(weights_path)
+        model.check_backbone_of(state, model_id)
+        load_state_dict_strict(model, state, model_id)
         model.eval()
         return model.to(device=select_device(device) if device is not None else None, dtype=dtype)
 

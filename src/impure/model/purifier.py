@@ -1,11 +1,14 @@
 """The IMPure purifier (Liu, Lian, Zhang, Xiao; arXiv 2311.15339): a masked-autoencoder ViT that hides
-each of K patch groups in turn and reconstructs all of them in one batched pass."""
+each of K patch groups in turn and reconstructs all of them in one batched pass, or (`backbone="conv"`) a
+blind-spot convolutional network that hides every patch from itself (`impure.model.blindspot`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +16,9 @@ from torch import nn
 
 from .._util.checks import check_images, should_check_inputs
 from .._util.rng import per_sample
+from .._util.state import StateDictMismatch
 from ..config import PurifierConfig
+from .blindspot import BlindSpotNet
 from .layers import PixelHead, QueryBlock, sincos_position_table, vit_block
 from .masking import lattice_partition, linear_noise_schedule, random_partition, window_rows
 
@@ -73,6 +78,22 @@ class PurifierModel(nn.Module):
             raise TypeError(f"config must be a PurifierConfig, got {type(config).__name__}")
         self._set_config(config)
         self._nominal_noise_t = (config.image_noise_t, config.feature_noise_t)  # strength 1
+        signal, scale = linear_noise_schedule(config.noise_steps, config.noise_beta_start, config.noise_beta_end)
+        # Derived from the config alone, so not saved with the weights.
+        self.register_buffer("noise_signal", signal, persistent=False)  # sqrt(alpha_bar_t)
+        self.register_buffer("noise_scale", scale, persistent=False)  # sqrt(1 - alpha_bar_t)
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        if config.backbone == "conv":
+            self.blindspot = BlindSpotNet(config.patch_size, config.conv_width, config.conv_depth,
+                                          noisy_copy=config.mask_mode == "noise", eps=config.norm_eps)
+            self.output_conv = nn.Conv2d(3, 3, kernel_size=3, padding=1) if config.output_conv else nn.Identity()
+            return
+        self._build_vit(config)
+        self.init_weights()
+
+    def _build_vit(self, config: PurifierConfig) -> None:
+        """The paper's masked-autoencoder ViT (`backbone="vit"`): encoder, fusion, decoder and heads."""
         width, dec_width, patch = config.encoder_width, config.decoder_width, config.patch_size
         groups, eps = config.num_groups, config.norm_eps
 
@@ -104,23 +125,19 @@ class PurifierModel(nn.Module):
         if config.pixel_head_width:  # corrects each copy's hidden pixels (see `refine`); closed, as the skip path
             self.pixel_head = PixelHead(config.pixel_head_width)
 
-        # Derived from the config alone, so not saved with the weights.
         grid = config.grid_size
         self.register_buffer("pos_table", sincos_position_table(width, grid), persistent=False)
         self.register_buffer("decoder_pos_table", sincos_position_table(dec_width, grid), persistent=False)
-        signal, scale = linear_noise_schedule(config.noise_steps, config.noise_beta_start, config.noise_beta_end)
-        self.register_buffer("noise_signal", signal, persistent=False)  # sqrt(alpha_bar_t)
-        self.register_buffer("noise_scale", scale, persistent=False)  # sqrt(1 - alpha_bar_t)
-        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         # For decoder copy c, the groups that stay visible, in ascending order: (K, K-1).
         others = [[g for g in range(groups) if g != c] for c in range(groups)]
         self.register_buffer("other_groups", torch.tensor(others, dtype=torch.long), persistent=False)
         self._layouts: dict[tuple, PatchLayout] = {}  # evaluation layouts by (rows, cols, device)
-        self.init_weights()
 
     def init_weights(self) -> None:
-        """MAE initialisation: Xavier-uniform linear layers and patch embedding, N(0, 0.02) tokens."""
+        """The ViT's MAE initialisation: Xavier-uniform linear layers and patch embedding, N(0, 0.02) tokens (the
+        conv backbone keeps PyTorch's default initialisation)."""
+        if self.config.backbone == "conv":
+            return
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -199,13 +216,32 @@ class PurifierModel(nn.Module):
         """The config the model runs with (and the one a saved copy records)."""
         self.config = config
 
+    def check_backbone_of(self, state: dict[str, torch.Tensor], source: str = "a state dict") -> None:
+        """Raise `StateDictMismatch` if `state` holds the weights of the other backbone (a ViT's in a conv
+        purifier, or the reverse), naming both; other mismatches are left to the strict load."""
+        conv_keys = any(key.startswith("blindspot.") for key in state)
+        vit_keys = any(key.startswith(("encoder_blocks.", "decoder_blocks.")) for key in state)
+        found = "conv" if conv_keys and not vit_keys else "vit" if vit_keys and not conv_keys else None
+        if found is not None and found != self.config.backbone:
+            raise StateDictMismatch(
+                f"weights from {source} belong to a backbone={found!r} purifier, but this purifier is "
+                f"backbone={self.config.backbone!r}: a checkpoint loads only into the backbone it was trained "
+                "with (load it with the config.json saved beside it, or build PurifierConfig(backbone="
+                f"{found!r}, ...))"
+            )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """`nn.Module.load_state_dict`, refusing the other backbone's weights first with an error naming both."""
+        self.check_backbone_of(dict(state_dict))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     @property
     def device(self) -> torch.device:
-        return self.cls_token.device
+        return self.mean.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.cls_token.dtype
+        return self.mean.dtype
 
     # ------------------------------------------------------------------------------------------------
     def forward(
@@ -224,8 +260,9 @@ class PurifierModel(nn.Module):
                 (`config.pad_mode`) and cropped back.
             image_noise: optional standard-normal noise to replay for the noisy-image pass, in the
                 normalised space, shaped like `images` (or like the padded images).
-            feature_noise: optional standard-normal noise to replay for the hidden decoder features,
-                (N, L, decoder_width) with patches in raster order of the padded grid.
+            feature_noise: optional standard-normal noise to replay for the hidden features, (N, L, width)
+                with patches in raster order of the padded grid (width: `decoder_width`, or `conv_width` for the
+                conv backbone).
             generator: random generator for the noise (and, in training, the partition).
             clamp: clamp the output to [0, 1]. Use False for training losses.
 
@@ -239,11 +276,26 @@ class PurifierModel(nn.Module):
                 f"images are on {images.device} but the purifier is on {self.device}; "
                 "move one of them with `.to(device)`"
             )
+        if self.config.mask_mode != "noise" and (image_noise is not None or feature_noise is not None):
+            raise ValueError("image_noise and feature_noise apply only to mask_mode='noise'")
         height, width = images.shape[-2:]
         padded = self.pad(images.to(self.dtype))
-        layout = self.layout(padded, generator)
         normalized = (padded - self.mean) / self.std
+        if self.config.backbone == "conv":
+            output = self.reconstruct_conv(normalized, image_noise, feature_noise, generator)
+        else:
+            output = self.reconstruct_vit(normalized, image_noise, feature_noise, generator)
+        output = output * self.std + self.mean
+        output = output[..., :height, :width]
+        if clamp:
+            output = output.clamp(0.0, 1.0)
+        return output.to(images.dtype)
 
+    def reconstruct_vit(self, normalized: torch.Tensor, image_noise: torch.Tensor | None,
+                        feature_noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+        """The ViT: every group encoded on its own, each hidden group rebuilt by a decoder copy that sees the
+        others. normalized: (B, 3, H, W) padded -> (B, 3, H, W), normalised."""
+        layout = self.layout(normalized, generator)
         skip = None
         if self.config.mask_mode == "noise":
             noisy, signal, scale = self.noise_image(normalized, image_noise, generator)
@@ -251,12 +303,10 @@ class PurifierModel(nn.Module):
             decoded = self.decoder_embed_norm(self.decoder_embed(features))
             visible, masked = decoded.chunk(2)
             hidden = self.noise_features(masked, layout, feature_noise, generator)
-            cls = cls[: images.shape[0]]
+            cls = cls[: normalized.shape[0]]
             if self.config.noisy_skip:
                 skip = self.skip(noisy, signal, scale)
         else:
-            if image_noise is not None or feature_noise is not None:
-                raise ValueError("image_noise and feature_noise apply only to mask_mode='noise'")
             cls, features = self.encode(self.embed(normalized, layout))
             visible = self.decoder_embed_norm(self.decoder_embed(features))
             hidden = self.mask_token.expand_as(visible)
@@ -265,18 +315,41 @@ class PurifierModel(nn.Module):
         if self.config.pixel_head_width:
             predicted = self.refine(predicted, normalized, layout)
         output = self.output_conv(predicted)
-        if skip is not None:
-            output = output + skip
-        output = output * self.std + self.mean
-        output = output[..., :height, :width]
-        if clamp:
-            output = output.clamp(0.0, 1.0)
-        return output.to(images.dtype)
+        return output if skip is None else output + skip
+
+    def reconstruct_conv(self, normalized: torch.Tensor, image_noise: torch.Tensor | None,
+                         feature_noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+        """The conv backbone (`impure.model.blindspot`): every patch rebuilt at once from the others' pixels and,
+        in noise mode, its own noised copy. normalized: (B, 3, H, W) padded -> (B, 3, H, W), normalised."""
+        copy = None
+        if self.config.mask_mode == "noise":
+            noisy, _, _ = self.noise_image(normalized, image_noise, generator)
+            copy = self.noise_copy(self.blindspot.embed_copy(noisy), feature_noise, generator)
+        return self.output_conv(self.blindspot(normalized, copy))
+
+    def noise_copy(self, copy: torch.Tensor, noise: torch.Tensor | None,
+                   generator: torch.Generator | None) -> torch.Tensor:
+        """The conv backbone's hidden features: each patch's embedded noisy copy, diffused to the feature timestep.
+
+        copy: (B, C, rows, cols) -> (B, C, rows, cols); `noise`, if given, is (B, L, C) with patches in raster order.
+        """
+        batch, width, rows, cols = copy.shape
+        if noise is None:
+            noise = self._randn(copy, generator)
+        else:
+            expected = torch.empty(batch, rows * cols, width, device=copy.device, dtype=copy.dtype)
+            noise = self._check_noise(noise, "feature_noise", expected).transpose(1, 2).reshape(copy.shape)
+        signal, scale = self._noise_levels(self.config.train_feature_noise_t, self.config.feature_noise_t, (batch,),
+                                           generator)
+        signal, scale = signal.reshape(*signal.shape, 1, 1, 1), scale.reshape(*scale.shape, 1, 1, 1)
+        return signal * copy + scale * noise
 
     # ------------------------------------------------------------------------------------------------
     def pad(self, images: torch.Tensor) -> torch.Tensor:
-        """Pad the bottom and right so the patch grid splits into equal lattice groups; check the size."""
-        multiple = self.config.patch_size * (3 if self.config.num_groups == 3 else 2)
+        """Pad the bottom and right so the patch grid fits (and splits into equal lattice groups for the ViT);
+        check the size."""
+        lattice = 1 if self.config.backbone == "conv" else 3 if self.config.num_groups == 3 else 2
+        multiple = self.config.patch_size * lattice
         height, width = images.shape[-2:]
         padded_h, padded_w = math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple
         largest = self.config.max_input_size

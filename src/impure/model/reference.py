@@ -52,6 +52,9 @@ def reference_config(state: dict[str, torch.Tensor], **overrides: Any) -> Purifi
     Attention head counts are not visible in the shapes: they come from a preset with the same widths
     and depths, or must be given as `encoder_heads=` / `decoder_heads=` overrides.
     """
+    if overrides.get("backbone", "vit") != "vit":
+        raise ValueError(f"the reference implementation is a ViT: its checkpoints load into backbone='vit' only, "
+                         f"not backbone={overrides['backbone']!r}")
     required = ("patch_embed.proj.weight", "pos_embed", "decoder_embed.weight", "decoder_head_embed.weight")
     missing = [key for key in required if key not in state]
     if missing:
