@@ -16,6 +16,11 @@ in interleaved rounds and the script prints ratios of medians; absolute times ar
   loss, clipping, logging), as images per second.
 
 `--presets` adds the throughput table of the presets (each in its own process, for its peak memory).
+
+`--against cifar_resnet56 --purifier impure/cifar10 --purifier FOLDER ...` measures instead what each purifier
+costs in units of the classifier's own inference: batch 64 at 32 px, eval mode, the purifiers and the classifier in
+interleaved rounds in one process, as images/s and the ratio of medians (issue 41's budget is 3x ResNet-56), with
+`--out` for a Markdown + JSON record that names the CPU.
 """
 
 from __future__ import annotations
@@ -146,6 +151,60 @@ def compare_with_reference(checkout: Path, threads: int, rounds: int) -> None:
           f"({ours:.1f} vs {theirs:.1f} images/s)")
 
 
+def cpu_name() -> str:
+    """The CPU's model name and the instruction sets that decide PyTorch's CPU kernels (for speed records)."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    present = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    return f"{model} ({', '.join(present) or 'no AVX2'})"
+
+
+def compare_with_classifier(classifier_name: str, purifiers: list[str], threads: int, rounds: int,
+                            out: Path | None) -> None:
+    """Each purifier's inference cost as a multiple of the classifier's, side by side in interleaved rounds."""
+    from _common import SHARED as shared
+    from _common import WEIGHTS
+
+    from impure.classifiers import load_classifier
+
+    torch.set_num_threads(threads)
+    classifier = load_classifier(classifier_name, shared / "models" / WEIGHTS[classifier_name]).eval()
+    models = {classifier_name: classifier, **{name: Purifier.from_pretrained(name) for name in purifiers}}
+    images = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            model(images)  # warm-up
+        for _ in range(rounds):
+            for name, model in models.items():
+                times[name].append(_seconds(lambda model=model: model(images)))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    rows = [{"model": name, "parameters": sum(p.numel() for p in model.parameters()),
+             "images_per_s": 64 / median[name], "cost": median[name] / median[classifier_name]}
+            for name, model in models.items()]
+    cpu = cpu_name()
+    lines = [f"Inference, batch 64 at 32 px, {threads} thread(s), median of {rounds} interleaved rounds, on {cpu}; "
+             f"cost in units of {classifier_name}'s own inference:", "",
+             "| model | parameters | images / s | cost |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['parameters'] / 1e6:.2f} M | {r['images_per_s']:.1f} | {r['cost']:.2f}x |"
+              for r in rows]
+    print("\n".join(lines))
+    if out is not None:
+        from impure._util.atomic import atomic_write
+
+        atomic_write(out / "purifier-cost.md", "\n".join(lines) + "\n")
+        atomic_write(out / "purifier-cost.json", json.dumps({"argv": sys.argv[1:], "cpu": cpu, "threads": threads,
+                                                              "rounds": rounds, "rows": rows}, indent=2) + "\n")
+
+
 def measure_one(preset: str, batch: int, device_name: str, threads: int, repeats: int) -> dict:
     """Throughput and peak memory of one preset and batch size (run in its own process for CPU memory)."""
     torch.set_num_threads(threads)
@@ -195,10 +254,19 @@ def main() -> None:
                         help="also print the throughput table of these presets")
     parser.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
                         help="tuned: `tune_cpu_allocator()` for both sides, as `impure` runs; default: glibc's")
+    parser.add_argument("--against", metavar="CLASSIFIER", choices=("cifar_resnet20", "cifar_resnet56"),
+                        help="measure each --purifier's cost in units of this shared classifier's inference instead")
+    parser.add_argument("--purifier", action="append", default=[], help="with --against; repeat for several")
+    parser.add_argument("--out", type=Path, help="with --against: write purifier-cost.md and .json here")
     parser.add_argument("--one", nargs=2, metavar=("PRESET", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.allocator == "tuned":
         tune_cpu_allocator()  # as `impure` itself runs; the reference, in this process, gains from it too
+    if args.against:
+        if not args.purifier:
+            parser.error("--against needs at least one --purifier")
+        compare_with_classifier(args.against, args.purifier, args.threads, args.rounds, args.out)
+        return
     if args.one:
         print(json.dumps(measure_one(args.one[0], int(args.one[1]), args.device, args.threads, args.repeats)))
         return

@@ -236,3 +236,21 @@ def test_frontier_plot_groups_each_purifier_over_its_strengths(monkeypatch, tmp_
     assert frontier_plot.main([str(tmp_path / "seed-means.json"), "--out", str(tmp_path / "f.png")]) == 0
     assert (tmp_path / "f.png").stat().st_size > 1000
     assert frontier_plot.main([str(tmp_path / "missing.json"), "--out", str(tmp_path / "g.png")]) == 2
+
+
+def test_purifier_cost_in_units_of_the_classifier(monkeypatch, shared_dir, tiny, tmp_path, capsys):
+    """purifier_speed.py --against: both backbones timed beside the classifier in one process, a record naming
+    the CPU."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import purifier_speed
+
+    conv = tmp_path / "conv"
+    Purifier(PurifierConfig.preset("tiny-conv")).save_pretrained(conv)
+    argv = ["purifier_speed.py", "--against", "cifar_resnet20", "--purifier", str(tiny), "--purifier", str(conv),
+            "--threads", "1", "--rounds", "1", "--out", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", argv)
+    purifier_speed.main()
+    record = json.loads((tmp_path / "purifier-cost.json").read_text())
+    assert [row["model"] for row in record["rows"]] == ["cifar_resnet20", str(tiny), str(conv)]
+    assert record["rows"][0]["cost"] == 1.0 and all(row["images_per_s"] > 0 for row in record["rows"])
+    assert record["cpu"] in capsys.readouterr().out
