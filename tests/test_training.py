@@ -258,6 +258,19 @@ def test_constant_schedule_run_extends_on_resume_exactly_with_ema(tmp_path, data
     assert any(not torch.equal(state["model"][k], whole[k]) for k in whole)
 
 
+def test_ema_warmup_lets_a_run_from_scratch_leave_its_random_start(tmp_path, data):
+    """With optim.ema_warmup the EMA's decay starts near 0, so after a few steps the saved EMA is much nearer the
+    trained weights than a constant-decay EMA, which still mostly holds the random initial weights."""
+    def distance(warmup: bool) -> float:
+        folder = tmp_path / f"warmup-{warmup}"
+        Trainer(TrainConfig.from_dict(tiny_config(folder, data["train"], optim={
+            "steps": 4, "warmup_steps": 1, "ema_decay": 0.998, "ema_warmup": warmup, "grad_accum": 1}))).fit()
+        state = torch.load(folder / "checkpoint.pt", weights_only=True)
+        return sum(float((state["ema"][k] - state["model"][k]).abs().sum()) for k in state["model"])
+
+    assert distance(True) < 0.5 * distance(False)
+
+
 def test_time_limit_stops_with_a_checkpoint_and_validation_reports(tmp_path, data):
     values = tiny_config(tmp_path, data["train"], data={"val": data["val"], "val_limit": 8},
                          validation={"classifier": {"network": "cifar_resnet20", "weights": data["r20"]},

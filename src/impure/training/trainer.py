@@ -246,7 +246,8 @@ class Trainer:
         scheduler = build_scheduler(optimizer, optim.schedule, optim.warmup_steps, optim.steps,
                                     optim.cooldown_steps, optim.min_lr / optim.lr)
         scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-        ema = self.ema = ModelEmaV3(purifier, decay=optim.ema_decay) if optim.ema_decay else None
+        ema = self.ema = (ModelEmaV3(purifier, decay=optim.ema_decay, use_warmup=optim.ema_warmup)
+                           if optim.ema_decay else None)
 
         step = self._restore(ctx, resume, purifier, optimizer, scheduler, scaler, ema)
         purifier.train()
