@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,9 +23,10 @@ from .attacks import attack_settings
 from .classifiers import bundled_classifier_card, resolve_classifier
 from .data import ImageFolderDataset, load_npz
 from .device import select_device
-from .evaluation import evaluate
 from .formatting import in_255
-from .hub import Purifier
+
+if TYPE_CHECKING:
+    from .hub import Purifier
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -319,6 +321,10 @@ def run_demo(
     device = select_device(device)
     if noise_t is not None and strength != 1:
         raise ValueError("give strength or noise_t, not both")
+    # The model and the evaluation load here, not when the module does, so that `impure --help` stays light.
+    from .evaluation import evaluate
+    from .hub import Purifier
+
     if isinstance(purifier, Purifier):
         if strength != 1 or noise_t is not None:
             raise ValueError("strength and noise_t apply to a purifier loaded by name; call purifier.set_strength() "

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from impure._util.state import load_state_dict_strict, read_state_dict
+from impure._util.versions import import_torchvision
 from impure.config import IMAGENET_MEAN, IMAGENET_STD
 from impure.mixing import DEFAULT_FRACTIONS, mix_patches
 
@@ -50,8 +50,7 @@ def torchvision_pretrained_state(name: str) -> dict[str, torch.Tensor]:
     Raises:
         FileNotFoundError: the weights are not cached; the message says where to put them.
     """
-    import torchvision
-
+    torchvision = import_torchvision()
     weights = torchvision.models.get_model_weights(name).DEFAULT
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not target.is_file():
@@ -100,14 +99,17 @@ class FeatureLoss(nn.Module):
         if not nodes:
             raise ValueError("nodes must name at least one graph node with its weight")
         freeze(network)
-        _, available = get_graph_node_names(network)
+        import_torchvision()  # checked against torch before its submodule loads
+        from torchvision.models import feature_extraction
+
+        _, available = feature_extraction.get_graph_node_names(network)
         unknown = [n for n in nodes if n not in available]
         if unknown:
             shown = ", ".join(available[:40]) + (", ..." if len(available) > 40 else "")
             raise ValueError(f"unknown feature node(s) {unknown} of {type(network).__name__}; "
                              f"its nodes are: {shown}")
         self.weights = {str(name): float(weight) for name, weight in nodes.items()}
-        self.extractor = freeze(create_feature_extractor(network, return_nodes=list(self.weights)))
+        self.extractor = freeze(feature_extraction.create_feature_extractor(network, return_nodes=list(self.weights)))
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         self.normalize = mean is not None
@@ -144,8 +146,7 @@ def paper_feature_loss(weights: str | Path | None = None) -> FeatureLoss:
         weights: a local VGG19-BN state dict file; None takes torchvision's ImageNet weights from the
             torch hub cache (never downloaded; a clear error says how to provide them).
     """
-    import torchvision
-
+    torchvision = import_torchvision()
     state = torchvision_pretrained_state("vgg19_bn") if weights is None else read_state_dict(weights)
     network = load_state_dict_strict(torchvision.models.vgg19_bn(weights=None), state, str(weights or "vgg19_bn"))
     return FeatureLoss(network, PAPER_FEATURE_NODES, mean=IMAGENET_MEAN, std=IMAGENET_STD)

@@ -11,7 +11,10 @@ from torch import nn
 from .._util.checks import check_count
 from ..classifier import PurifiedClassifier
 
-__all__ = ["EOT", "adaptive_target"]
+# Noise draws per gradient in white-box evaluation (`impure evaluate --eot-samples`).
+DEFAULT_EOT_SAMPLES = 8
+
+__all__ = ["DEFAULT_EOT_SAMPLES", "EOT", "adaptive_target"]
 
 
 class EOT(nn.Module):

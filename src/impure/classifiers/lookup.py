@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .._util.state import load_state_dict_strict
+from .._util.versions import import_torchvision
 from .registry import list_classifiers, load_classifier
 
 __all__ = ["Normalized", "resolve_classifier"]
@@ -125,7 +126,7 @@ def _download_error(name: str, error: Exception) -> OSError:
 
 
 def _torchvision_model(name: str, weights: str | os.PathLike | None) -> nn.Module:
-    import torchvision.models
+    torchvision = import_torchvision()
 
     if name not in torchvision.models.list_models():
         raise ValueError(f"torchvision has no model {name!r}; see torchvision.models.list_models()")

@@ -31,7 +31,9 @@ def _names(text: str) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from impure.evaluation import DEFAULT_ATTACKS, DEFAULT_EOT_SAMPLES, list_attacks
+    # Light modules only: `impure --help` loads neither the model (timm) nor torchvision.
+    from impure.attacks.eot import DEFAULT_EOT_SAMPLES
+    from impure.attacks.registry import DEFAULT_ATTACKS, list_attacks
 
     parser = subparsers.add_parser(
         "evaluate",

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from impure._util.atomic import atomic_write
+from impure._util.versions import import_torchvision
 from impure.formatting import in_255
 
 __all__ = ["residual_image", "save_bar_chart", "save_convergence_plot", "save_grid"]
@@ -55,7 +55,7 @@ def save_grid(
     rows = [example["clean"], example["adversarial"], example["purified"],
             residual_image(example["residual"], result.eps)]  # fmt: skip
     count = rows[0].shape[0]
-    grid = make_grid(torch.cat(rows).float().cpu(), nrow=count, padding=2, pad_value=1.0)
+    grid = import_torchvision().utils.make_grid(torch.cat(rows).float().cpu(), nrow=count, padding=2, pad_value=1.0)
     # Nearest-neighbour upscaling keeps 32-pixel images legible without smoothing the perturbation away.
     scale = max(1, 128 // rows[0].shape[-1])
     pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()

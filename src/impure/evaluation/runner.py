@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from impure._util.checks import check_integer
 from impure._util.modes import eval_mode
-from impure.attacks.eot import adaptive_target
+from impure.attacks.eot import DEFAULT_EOT_SAMPLES, adaptive_target
 from impure.attacks.registry import DEFAULT_ATTACKS, attack_settings, build_attack, check_attack_names
 from impure.device import select_device, select_dtype
 from impure.evaluation.report import AttackResult, EvaluationResult
@@ -29,7 +29,6 @@ __all__ = ["DEFAULT_EOT_SAMPLES", "THREATS", "EvaluationSettings", "evaluate"]
 
 THREATS = ("grey-box", "white-box", "bpda")
 _THREAT_SETS = {"both": ("grey-box", "white-box"), "all": THREATS}
-DEFAULT_EOT_SAMPLES = 8
 _PSNR_CAP = 100.0  # dB given to an image the defence leaves unchanged, so the mean stays finite
 
 

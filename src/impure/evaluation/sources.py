@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from impure._util.checks import check_images, check_integer, check_labels
+from impure._util.versions import import_torchvision
 from impure.classifiers.lookup import Normalized, resolve_classifier
 from impure.hub import Purifier
 from impure.model import PurifierModel
@@ -100,7 +101,7 @@ def _load_data_source(
 def _load_torchvision(
     name: str, data_root: str | os.PathLike | None
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    import torchvision.datasets
+    torchvision = import_torchvision()
 
     class_name, split = TORCHVISION_DATASETS[name]
     factory = getattr(torchvision.datasets, class_name)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from impure._util.state import load_state_dict_strict, read_state_dict
+from impure._util.versions import import_torchvision
 from impure.config import PurifierConfig
 from impure.losses import (
     IMAGENET_MEAN,
@@ -50,7 +51,7 @@ def build_feature_loss(spec: FeatureSpec) -> FeatureLoss:
     """A `FeatureLoss` from a spec: raw torchvision models get ImageNet normalisation and their own node
     names; other networks are taken as classifiers on [0, 1] images."""
     if spec.network.startswith("torchvision:"):
-        import torchvision
+        torchvision = import_torchvision()
 
         name = spec.network.split(":", 1)[1]
         state = read_state_dict(spec.weights) if spec.weights else torchvision_pretrained_state(name)
