@@ -79,8 +79,12 @@ def test_readme_setup_is_two_commands_and_ci_runs_the_test_command():
     commands = _setup_commands()
     assert len(commands) == 2, f"the README's Set-up must be two commands, found {commands}"
     main_job, tests = commands
-    assert main_job == "pip install . && impure demo", main_job  # tests/test_demo.py runs the demo itself
+    # The CPU route first: torch and torchvision as one pair from PyTorch's CPU index (tests/test_demo.py runs the
+    # demo itself); the test command pins no torch of its own, so it never swaps a CPU build for a CUDA one.
+    cpu_pair = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+    assert main_job == f"{cpu_pair} && pip install . && impure demo", main_job
     assert "pytest" in tests and tests.startswith("pip install "), tests
+    assert not re.search(r"\btorch(vision)?(==|>|<|~| |$)", tests), f"the test command must not install torch: {tests}"
     ci = ROOT / ".ci" / "run"
     assert os.access(ci, os.X_OK), ".ci/run must be executable"
     ci_lines = [line.strip() for line in ci.read_text(encoding="utf-8").splitlines()]
