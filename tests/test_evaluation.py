@@ -16,7 +16,7 @@ from impure import Purifier, PurifierConfig
 from impure.baselines import JPEG
 from impure.classifiers import CifarResNet, cifar_resnet20
 from impure.cli import main
-from impure.cli.evaluate import parse_eps
+from impure.cli.options import eps_argument as parse_eps
 from impure.data import load_npz
 from impure.evaluation import (
     EvaluationResult,
@@ -455,7 +455,7 @@ def test_argument_errors(model, data):
 def test_cli_end_to_end(paths, tmp_path, capsys):
     out = tmp_path / "report"
     argv = ["evaluate", "--classifier", str(paths["weights"]), "--data", str(paths["data"]), "--purifier",
-            "jpeg75", "--attacks", "fgsm", "--limit", "16", "--eps", "8/255", "--device", "cpu", "--out",
+            "jpeg75", "--attacks", "fgsm", "--limit", "16", "--eps", "8/255", "--device", "cpu", "-o",
             str(out), "--grid", "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out

@@ -144,8 +144,9 @@ def test_purify_noise_t_option_sets_the_timesteps_absolutely(tmp_path, image_fol
         with Image.open(tmp_path / name / "img0.png") as output:
             outputs[name] = np.asarray(output)
     np.testing.assert_array_equal(outputs["strength"], outputs["noise-t"])  # impure/cifar10 is saved at t 80/120
-    assert main(["purify", image, "-o", str(tmp_path / "both"), "--strength", "2", "--noise-t", "40/60"]) == 1
-    assert "give --strength or --noise-t, not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:  # a usage error: status 2
+        main(["purify", image, "-o", str(tmp_path / "both"), "--strength", "2", "--noise-t", "40/60"])
+    assert caught.value.code == 2 and "give --strength or --noise-t, not both" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["purify", image, "-o", str(tmp_path / "bad"), "--noise-t", "40"])
     assert "noise timesteps must look like 80/120" in capsys.readouterr().err

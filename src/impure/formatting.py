@@ -36,7 +36,8 @@ def parse_eps(text: str) -> float:
     except (ValueError, ZeroDivisionError) as error:
         raise ValueError(f"invalid eps {text!r}: give a fraction like 8/255 or a number") from error
     if not 0 < value <= 1:
-        raise ValueError(f"eps must lie in (0, 1] on the [0, 1] pixel scale, got {text}")
+        hint = f"; did you mean {text}/255?" if value > 1 and "/" not in str(text) else ""
+        raise ValueError(f"eps must lie in (0, 1] on the [0, 1] pixel scale, got {text}{hint}")
     return value
 
 
@@ -47,6 +48,9 @@ def parse_noise_t(text: str) -> tuple[int, int]:
         ValueError: the text is not two whole numbers separated by "/".
     """
     image, sep, feature = str(text).strip().partition("/")
+    if sep and image.strip().lstrip("-").isdigit() and feature.strip().lstrip("-").isdigit():
+        if int(image) < 0 or int(feature) < 0:
+            raise ValueError(f"noise timesteps must be whole numbers from 0 (no noise) up, e.g. 80/120, got {text!r}")
     if not (sep and image.strip().isdigit() and feature.strip().isdigit()):
         raise ValueError(f"noise timesteps must look like 80/120 (image/feature), got {text!r}")
     return int(image), int(feature)

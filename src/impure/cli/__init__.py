@@ -29,8 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `impure` console script; returns the process exit status."""
+    from .options import check_parsed, join_dash_values
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_dash_values(sys.argv[1:] if argv is None else list(argv)))
+    check_parsed(args)
     if args.command is None:
         parser.print_help()
         return 2

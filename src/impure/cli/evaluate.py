@@ -5,25 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from impure import formatting
+from . import options
 
 _REPORTS = ("result.json", "result.md", "grid.png", "chart.png")
-
-
-def parse_eps(text: str) -> float:
-    """`--eps`: `impure.formatting.parse_eps`, its error reported as argparse's."""
-    try:
-        return formatting.parse_eps(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
-
-
-def noise_t_argument(text: str) -> tuple[int, int]:
-    """`--noise-t`: `impure.formatting.parse_noise_t`, its error reported as argparse's."""
-    try:
-        return formatting.parse_noise_t(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _names(text: str) -> list[str]:
@@ -40,14 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="robust accuracy of a classifier behind a defence: table, JSON, plots",
         description="Attack CLASSIFIER on DATA under grey-box (attacks made on the bare classifier, then "
         "purified) and white-box (attacks through the defence, EOT over its noise) threat models, print a "
-        "Markdown table, and write result.json and result.md into --out.",
+        "Markdown table, and write result.json and result.md into -o/--output. A purifier given by name runs in "
+        "fp32 by default, for exact gradients in the white-box attacks; bf16 / fp16 speed up grey-box runs on a GPU.",
     )
     add = parser.add_argument
     add("--classifier", required=True,
         help="impure/cifar10-resnet20-heldout or impure/cifar10-resnet20 (bundled, no weights needed); "
              "cifar_resnet20, cifar_resnet56 or squeezenet1_0_caffe (with --classifier-weights) or their "
              ".safetensors file; torchvision:NAME; timm:NAME; module:callable; or a TorchScript file")
-    add("--classifier-weights", type=Path, help="weights file for a classifier named by its architecture")
+    options.add_classifier_weights(parser)
     add("--data", required=True,
         help="an .npz with images/labels, an image folder (one subfolder per class), or a torchvision "
              "dataset name (cifar10, cifar100, svhn, stl10)")
@@ -58,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"comma-separated, from {', '.join(list_attacks())} (default: {','.join(DEFAULT_ATTACKS)})")
     add("--threat", default="both", choices=("grey-box", "white-box", "bpda", "both", "all"),
         help="threat model; both = grey-box and white-box, all adds bpda (default: both)")
-    add("--eps", type=parse_eps, default=8 / 255, help="ℓ∞ budget, e.g. 8/255 (default)")
+    options.add_eps(parser)
     add("--steps", type=int, help="iterations of each iterative attack (default: 10; DeepFool 50)")
     add("--eot-samples", type=int,
         help=f"EOT samples per white-box step for a stochastic defence (default {DEFAULT_EOT_SAMPLES})")
@@ -66,28 +51,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--limit", type=int, help="evaluate only the first N images")
     add("--image-size", type=int, help="resize image-folder images to this side")
     add("--data-root", type=Path, help="where torchvision datasets are stored")
-    add("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
-    add("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"),
-        help="precision of a purifier given by name: fp32 (default, exact gradients for white-box attacks), "
-             "or auto / bf16 / fp16 for faster grey-box runs on a GPU")
-    add("--seed", type=int, default=0, help="random seed, for a repeatable run (default 0)")
-    add("--out", type=Path, help="folder for result.json and result.md (and the plots)")
+    options.add_device(parser)
+    options.add_dtype(parser, default="fp32")  # fp32: exact gradients for the white-box attacks
+    options.add_seed(parser)
+    options.add_output(parser, "result.json and result.md (and the plots) into this folder", metavar="DIR",
+                       old="--out")
     add("--grid", action="store_true", help="also write grid.png: clean, adversarial, purified, residual")
     add("--chart", action="store_true", help="also write chart.png (needs matplotlib)")
-    add("--force", action="store_true", help="replace reports already in --out")
-    add("--no-progress", action="store_true", help="hide the progress bar")
+    add("--force", action="store_true", help="replace reports already in -o/--output")
+    options.add_no_progress(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from impure.evaluation import evaluate
 
-    if (args.grid or args.chart) and args.out is None:
-        raise ValueError("--grid and --chart write files: give --out DIR")
-    if args.out is not None and not args.force:
-        existing = [name for name in _REPORTS if (args.out / name).exists()]
+    if (args.grid or args.chart) and args.output is None:
+        raise ValueError("--grid and --chart write files: give -o/--output DIR")
+    if args.output is not None and not args.force:
+        existing = [name for name in _REPORTS if (args.output / name).exists()]
         if existing:
-            raise ValueError(f"{args.out} already holds {', '.join(existing)}; pass --force to replace them")
+            raise ValueError(f"{args.output} already holds {', '.join(existing)}; pass --force to replace them")
     if args.chart:  # fail before the long run, not after it
         from importlib.util import find_spec
 
@@ -101,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )  # fmt: skip
     print(result.to_markdown())
-    if args.out is not None:
-        paths = result.save(args.out, grid=args.grid, chart=args.chart)
+    if args.output is not None:
+        paths = result.save(args.output, grid=args.grid, chart=args.chart)
         print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0

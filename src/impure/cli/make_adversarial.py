@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from . import options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,16 +16,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Rerunning the same command continues an interrupted run.",
     )
     parser.add_argument("data", help="clean labelled images")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="folder to write")
+    options.add_output(parser, "the shards and manifest.json into this folder", required=True, metavar="DIR")
     parser.add_argument("--classifier", required=True,
                         help="classifier to attack: impure.classifiers name, torchvision:NAME, file, ...")
-    parser.add_argument("--classifier-weights", "--weights", dest="weights", type=Path, metavar="FILE",
-                        help="weights file for a classifier named by its architecture (as in `impure evaluate`; "
-                             "--weights is the old spelling)")
+    options.add_classifier_weights(parser, old="--weights")
     parser.add_argument("--attack", default="PGD",
                         help="an attack name: fgsm, bim, pgd, mifgsm, difgsm, mdi2fgsm, apgd-ce, apgd-dlr, cw, "
                              "deepfool (case-insensitive; default PGD)")
-    parser.add_argument("--eps", help="L-inf budget, e.g. 8/255")
+    options.add_eps(parser, default=None, as_text=True)
     parser.add_argument("--alpha", help="step size, e.g. 2/255")
     parser.add_argument("--steps", type=int, help="attack iterations")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -34,9 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="images attacked at once (default 256)")
     parser.add_argument("--shard-size", type=int, default=5000,
                         help="images per shard file; a rerun continues from the last complete shard (default 5000)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the attack's random starts: shard k uses (seed, k) (default 0)")
-    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
+    options.add_seed(parser)  # shard k's attack starts use (seed, k)
+    options.add_device(parser)
+    options.add_no_progress(parser)
     parser.add_argument("--force", action="store_true", help="replace a folder made with other settings")
     parser.set_defaults(func=run)
 
@@ -61,16 +60,16 @@ def run(args: argparse.Namespace) -> int:
                     if v is not None})
     spec = AttackSpec.from_dict({"name": args.attack, **options}, "--attack")
     device = select_device(args.device)
-    classifier = load_frozen_classifier(NetworkSpec(args.classifier, str(args.weights or ""))).to(device)
+    classifier = load_frozen_classifier(NetworkSpec(args.classifier, str(args.classifier_weights or ""))).to(device)
     dataset = open_dataset(args.data, image_size=args.image_size)
     if args.limit:
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
     description = {"source": str(args.data), "limit": args.limit, "classifier": args.classifier,
-                   "weights": None if args.weights is None else str(args.weights),
+                   "weights": None if args.classifier_weights is None else str(args.classifier_weights),
                    "attack": {"name": spec.name, **spec.options}}
     output = make_adversarial_dataset(dataset, build_attack(spec, classifier), args.output,
                                       description=description, shard_size=args.shard_size,
                                       batch_size=args.batch_size, seed=args.seed, device=device,
-                                      force=args.force)
+                                      force=args.force, progress=not args.no_progress)
     print(f"wrote {len(dataset)} adversarial examples to {output}")
     return 0

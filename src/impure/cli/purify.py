@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .._util.atomic import atomic_path
-from .evaluate import noise_t_argument
+from . import options
 
 DEFAULT_PURIFIER = "impure/cifar10"
 
@@ -22,22 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "tile by tile.",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
-    parser.add_argument("--purifier", default=DEFAULT_PURIFIER,
-                        help=f"bundled name, folder or Hub id of the purifier (default {DEFAULT_PURIFIER})")
-    parser.add_argument("--strength", type=float, default=1.0,
-                        help="purification strength, relative: scales the noise timesteps of a noise-mode purifier "
-                             "(1 = the purifier's own setting, lower keeps more detail, higher removes more)")
-    parser.add_argument("--noise-t", type=noise_t_argument, metavar="I/F",
-                        help="purify at these image/feature noise timesteps instead, e.g. 80/120 (absolute; "
-                             "default: the purifier's own)")
-    parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="precision of the purifier: auto is bf16 (or fp16) on a GPU and fp32 on the CPU "
-                             "(default auto)")
+    options.add_output(parser, "the purified PNGs into this folder", required=True, metavar="OUTDIR")
+    options.add_purifier_options(parser, DEFAULT_PURIFIER)
+    options.add_device(parser)
+    options.add_dtype(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="images (or tiles) per batch (default 64)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the purifier's noise, for a repeatable output (default 0)")
+    options.add_seed(parser)
+    options.add_no_progress(parser)
     parser.add_argument("--force", action="store_true",
                         help="overwrite existing output files (default: keep them)")
     parser.set_defaults(func=run)
@@ -84,23 +75,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    if args.strength <= 0:
-        raise ValueError(f"--strength must be positive, got {args.strength}")
     pairs = _collect(args.inputs)
     existing = [str(args.output / target) for _, target in pairs if (args.output / target).exists()]
     if existing and not args.force:
         raise ValueError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --force to overwrite")
     device = select_device(args.device)
     purifier = Purifier.from_pretrained(args.purifier, device=device, dtype=select_dtype(args.dtype, device))
-    purifier.set_strength(args.strength)
+    purifier.set_strength(args.strength)  # the options refused --strength with --noise-t
     if args.noise_t is not None:
-        if args.strength != 1:
-            raise ValueError("give --strength or --noise-t, not both")
         purifier.set_noise_t(*args.noise_t)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     trained = purifier.config.image_size
     failed, noted = [], False
-    with tqdm(total=len(pairs), desc="purifying", unit="image") as progress:
+    with tqdm(total=len(pairs), desc="purifying", unit="image", disable=args.no_progress) as progress:
         for start in range(0, len(pairs), args.batch_size):
             chunk = pairs[start:start + args.batch_size]
             by_size: dict[tuple[int, ...], list[tuple[Path, np.ndarray, bool]]] = defaultdict(list)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..demo import DEFAULT_CLASSIFIER, DEFAULT_PURIFIER
-from .evaluate import noise_t_argument, parse_eps
+from . import options
 
 DEFAULT_OUTPUT = Path("impure_demo.png")
 
@@ -24,23 +24,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("input", nargs="?", type=Path, metavar="INPUT",
         help="a folder with one subfolder per CIFAR-10 class (airplane, automobile, ...), or an .npz with "
              "`images` (uint8 N x 32 x 32 x 3) and `labels`; default: the shipped samples")
-    add("--purifier", default=DEFAULT_PURIFIER,
-        help=f"bundled name, folder or Hub id of the purifier (default {DEFAULT_PURIFIER})")
+    options.add_purifier_options(parser, DEFAULT_PURIFIER)
     add("--classifier", default=DEFAULT_CLASSIFIER,
         help=f"bundled name, a .safetensors file named after its architecture (e.g. cifar10_resnet56.safetensors), "
              f"torchvision:NAME, timm:NAME, module:callable or a TorchScript file (default {DEFAULT_CLASSIFIER})")
-    add("--strength", type=float, default=1.0,
-        help="purification strength, relative: scales the noise timesteps the purifier was saved with (default 1)")
-    add("--noise-t", type=noise_t_argument, metavar="I/F",
-        help="purify at these image/feature noise timesteps instead, e.g. 80/120 (absolute)")
-    add("--eps", type=parse_eps, default=8 / 255, help="PGD's L-inf budget, e.g. 8/255 (default)")
+    options.add_eps(parser)
     add("--steps", type=int, default=10, help="PGD iterations (default 10; step size eps/4)")
     add("--limit", type=int, help="use only the first N images")
     add("--batch-size", type=int, default=100, help="images per batch (default 100)")
-    add("--seed", type=int, default=0, help="seed of the attack's start and the purifier's noise (default 0)")
-    add("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default auto)")
-    add("-o", "--output", type=Path, default=None,
-        help=f"PNG grid to write (default {DEFAULT_OUTPUT}, which a rerun replaces)")
+    options.add_seed(parser)
+    options.add_device(parser)
+    options.add_output(parser, f"the PNG grid, this file (default {DEFAULT_OUTPUT}, which a rerun replaces)",
+                       metavar="PNG")
+    options.add_no_progress(parser)  # accepted as by every command; the demo shows no progress bar
     add("--force", action="store_true", help="overwrite a file named with -o if it exists")
     parser.set_defaults(func=run)
 
