@@ -71,8 +71,9 @@ def witness_note(classifier: str) -> str | None:
     verdict = ("a weaker witness than the table's classifier, so the purified attack does worse here than in the "
                "README's table" if ours < table - 5 else "about as strong a witness as the table's classifier")
     return (f"{classifier} is a ResNet-20 that no purifier was trained against: under {measured['attack']} "
-            f"through {measured['purifier']} it keeps {ours:.1f} % ({measured['images']}), the README's ResNet-56 "
-            f"{table:.1f} % in the same measurement; {verdict}. docs/training.md says why")
+            f"through {measured['purifier']} it keeps {ours:.1f} % ({measured['images']}), where ResNet-56 (the "
+            f"classifier of the README's table) keeps {table:.1f} % in that same measurement; {verdict}. "
+            "docs/training.md says why")
 
 
 def load_demo_images(source: str | os.PathLike | None = None,

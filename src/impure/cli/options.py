@@ -27,7 +27,7 @@ STRENGTH_HELP = ("purification strength, relative: scales the noise timesteps of
                  "purifier's own setting, lower keeps more detail, higher removes more)")
 NOISE_T_HELP = ("purify at these image/feature noise timesteps instead of --strength, e.g. 80/120 (absolute; "
                 "default: the purifier's own)")
-PURIFIER_HELP = ("bundled name (impure/cifar10, impure/cifar10-s, impure/cifar10-robust), folder or Hub id of the "
+PURIFIER_HELP = ("bundled name (impure/cifar10, impure/cifar10-robust, impure/cifar10-s), folder or Hub id of the "
                  "purifier")
 CLASSIFIER_WEIGHTS_HELP = "weights file (.safetensors) for a classifier named by its architecture"
 # Options whose values may start with "-" (so that "--noise-t -10/20" reaches the value's own check).
