@@ -19,8 +19,8 @@ src/impure/weights/<name>/{config.json,card.json} and benchmarks/results/:
 - campaign-cifar10/curve.json and robust-cifar10/curve.json: the training curves;
 - adaptive-cifar10: the adaptive protocol (white-box EOT-PGD / APGD-CE, resubmission, checks), if present;
 - robustness-cifar10-s and robustness-cifar10-s-adaptive: impure/cifar10-s's first measurements.
-Writes src/impure/weights/<name>/README.md and the blocks between the `cifar10-results` and
-`adaptive-results` markers in README.md and docs/evaluation.md; `--check` writes nothing and fails (status 1,
+Writes src/impure/weights/<name>/README.md, the block between the `cifar10-results` markers in README.md and the
+one between the `adaptive-results` markers in docs/evaluation.md; `--check` writes nothing and fails (status 1,
 naming the files) where one of them differs from what the results give.
 """
 
@@ -49,7 +49,7 @@ TITLES = {"fgsm": "FGSM", "pgd": "PGD-10", "mifgsm": "MI-FGSM", "difgsm": "DI-FG
 LABELS = {"none": "no defence", "jpeg75": "JPEG q75"}
 REPORT_START = 250  # the reported split: test_dev images 250-499 (settings are chosen on 0-249)
 BLOCKS = {"cifar10-results": [ROOT / "README.md"],
-          "adaptive-results": [ROOT / "README.md", ROOT / "docs" / "evaluation.md"]}
+          "adaptive-results": [ROOT / "docs" / "evaluation.md"]}  # README.md links to it
 
 
 def _lr(value: float) -> str:
