@@ -10,19 +10,19 @@ import pytest
 from impure.cli import build_parser, main
 from impure.cli import options as shared
 
-COMMANDS = ("convert-reference", "purify", "train", "make-adversarial", "evaluate", "demo", "app")
+COMMANDS = ("convert-reference", "purify", "train", "make-adversarial", "evaluate", "export", "demo", "app")
 # option -> the commands that must have it; the help each shows must be the same everywhere (the output's
 # starts the same way and then says what the command writes).
 SHARED = {
     "--device": ("purify", "make-adversarial", "evaluate", "demo"),
     "--seed": ("purify", "make-adversarial", "evaluate", "demo"),
     "--no-progress": ("purify", "make-adversarial", "evaluate", "demo"),
-    "-o/--output": ("purify", "make-adversarial", "evaluate", "demo"),
+    "-o/--output": ("purify", "make-adversarial", "evaluate", "export", "demo"),
     "--eps": ("make-adversarial", "evaluate", "demo"),
-    "--classifier-weights": ("make-adversarial", "evaluate"),
-    "--purifier": ("purify", "evaluate", "demo"),
-    "--strength": ("purify", "demo"),
-    "--noise-t": ("purify", "demo"),
+    "--classifier-weights": ("make-adversarial", "evaluate", "export"),
+    "--purifier": ("purify", "evaluate", "export", "demo"),
+    "--strength": ("purify", "export", "demo"),
+    "--noise-t": ("purify", "export", "demo"),
     "--dtype": ("purify", "evaluate"),
 }
 

@@ -1,5 +1,6 @@
-"""The `impure` command line: one sub-command per module in this package (`impure app` is serve_app.py and
-`impure demo` run_demo.py, so that no module shares a name with the library's impure.app and impure.demo)."""
+"""The `impure` command line: one sub-command per module in this package (`impure app` is serve_app.py,
+`impure demo` run_demo.py and `impure export` export_model.py, so that no module shares a name with the library's
+impure.app, impure.demo and impure.export)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections.abc import Sequence
 
 # Each module defines `register(subparsers)`, which adds its sub-command and sets `func`.
 # Modules are imported on demand so that `impure --help` stays fast.
-_COMMAND_MODULES = ("convert", "purify", "train", "make_adversarial", "evaluate", "run_demo", "serve_app")
+_COMMAND_MODULES = ("convert", "purify", "train", "make_adversarial", "evaluate", "export_model", "run_demo",
+                    "serve_app")
 
 
 def build_parser() -> argparse.ArgumentParser:

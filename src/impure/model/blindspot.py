@@ -79,11 +79,13 @@ class BlindSpotNet(nn.Module):
         grid = self.patchify(images)
         if grid.shape[-2] == grid.shape[-1]:  # square: the four turns in one batch
             turned = torch.cat([torch.rot90(grid, k, dims=(2, 3)) for k in range(4)])
-            seen = self.above(turned).chunk(4)
+            # unflatten, not chunk, so that the model exports with a free batch size (impure.export)
+            seen = self.above(turned).unflatten(0, (4, -1)).unbind(0)
         else:  # the 0/180 and 90/270 turns have different shapes
             seen = [None] * 4
             for ks in ((0, 2), (1, 3)):
-                pair = self.above(torch.cat([torch.rot90(grid, k, dims=(2, 3)) for k in ks])).chunk(2)
+                turned = torch.cat([torch.rot90(grid, k, dims=(2, 3)) for k in ks])
+                pair = self.above(turned).unflatten(0, (2, -1)).unbind(0)
                 for k, part in zip(ks, pair, strict=True):
                     seen[k] = part
         return torch.cat([torch.rot90(part, -k, dims=(2, 3)) for k, part in enumerate(seen)], dim=1)

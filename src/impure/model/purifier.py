@@ -230,6 +230,16 @@ class PurifierModel(nn.Module):
                 f"{found!r}, ...))"
             )
 
+    def noise_shapes(self, batch: int, height: int, width: int) -> dict[str, tuple[int, ...]]:
+        """The shapes of the standard-normal noise one purification of (batch, 3, height, width) images draws, by
+        the names `forward` replays them under (`image_noise`, `feature_noise`); empty in token mode."""
+        if self.config.mask_mode != "noise":
+            return {}
+        padded_h, padded_w = self.pad(torch.empty(1, 3, height, width, device="meta")).shape[-2:]
+        patches = (padded_h // self.config.patch_size) * (padded_w // self.config.patch_size)
+        features = self.config.conv_width if self.config.backbone == "conv" else self.config.decoder_width
+        return {"image_noise": (batch, 3, height, width), "feature_noise": (batch, patches, features)}
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """`nn.Module.load_state_dict`, refusing the other backbone's weights first with an error naming both."""
         self.check_backbone_of(dict(state_dict))
@@ -301,7 +311,8 @@ class PurifierModel(nn.Module):
             noisy, signal, scale = self.noise_image(normalized, image_noise, generator)
             cls, features = self.encode(self.embed(torch.cat([normalized, noisy]), layout))
             decoded = self.decoder_embed_norm(self.decoder_embed(features))
-            visible, masked = decoded.chunk(2)
+            # unflatten, not chunk, so that the model exports with a free batch size (impure.export)
+            visible, masked = decoded.unflatten(0, (2, -1)).unbind(0)
             hidden = self.noise_features(masked, layout, feature_noise, generator)
             cls = cls[: normalized.shape[0]]
             if self.config.noisy_skip:
