@@ -26,9 +26,11 @@ from impure.demo import (
     GAP,
     GRID_COLUMNS,
     LEFT,
+    ROW_GAP,
     SAMPLES_PATH,
     TILE,
     TOP,
+    grid_font,
     load_demo_images,
     run_demo,
 )
@@ -92,7 +94,7 @@ def test_demo_on_shipped_samples_prints_report_and_writes_grid(tmp_path, purifie
     assert f"{DEFAULT_CLASSIFIER} is a ResNet-20 that no purifier was trained against" in flat
     with Image.open(out) as grid:
         width = TILE + 2 * FRAME + GAP
-        height = width + CAPTION  # the predicted class is written below each tile
+        height = TILE + 2 * FRAME + CAPTION + ROW_GAP  # the predicted class is written below each tile
         assert grid.size == (LEFT + GRID_COLUMNS * width, TOP + 5 * height + BOTTOM)
         pixels = np.asarray(grid.convert("RGB"))
     first = pixels[TOP + FRAME:TOP + FRAME + TILE, LEFT + FRAME:LEFT + FRAME + TILE]
@@ -100,8 +102,13 @@ def test_demo_on_shipped_samples_prints_report_and_writes_grid(tmp_path, purifie
     np.testing.assert_array_equal(first, samples["images"][0].repeat(scale, 0).repeat(scale, 1))
     title = pixels[:TOP - 20, :LEFT + 4 * width]  # the title and the accuracies are drawn above the grid
     assert (title < 128).any()
-    caption = pixels[TOP + height - GAP - CAPTION:TOP + height - GAP, LEFT:LEFT + width]  # "airplane" or not
-    assert (caption < 128).any()
+    below = TOP + TILE + 2 * FRAME
+    caption = pixels[below:below + CAPTION, LEFT:LEFT + width].astype(int)  # "→ airplane" or not
+    # written in the frame's colour (green or red, not black), nearer its own tile than the next row's
+    assert (abs(caption[..., 0] - caption[..., 1]) > 80).any()
+    assert (pixels[below + CAPTION:TOP + height, LEFT:LEFT + width] > 250).all()  # then white up to the next row
+    font = grid_font()  # the title keeps its spaces: "PGD on" is wider than "PGDon" by a visible space
+    assert font.getlength("PGD on") - font.getlength("PGDon") >= 3
 
 
 def test_demo_grid_shows_the_purified_clean_row_and_the_predicted_classes(purifier_folder):
@@ -115,7 +122,7 @@ def test_demo_grid_shows_the_purified_clean_row_and_the_predicted_classes(purifi
     for name in ("clean", "attacked", "purified_clean", "purified_attacked"):
         assert torch.equal(getattr(result, f"{name}_correct"), result.predictions[name] == result.labels)
     pixels = np.asarray(result.grid_image().convert("RGB"))
-    height = TILE + 2 * FRAME + GAP + CAPTION
+    height = TILE + 2 * FRAME + CAPTION + ROW_GAP
     row = TOP + 3 * height + FRAME  # the fourth row: purified clean
     tile = pixels[row:row + TILE, LEFT + FRAME:LEFT + FRAME + TILE]
     expected = (result.examples["purified_clean"][0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
@@ -249,7 +256,8 @@ def test_demo_default_bundled_weights(tmp_path, capsys):
     assert all(total == 4 for _, total in _accuracies(captured.out).values())
     width = TILE + 2 * FRAME + GAP
     with Image.open(out) as grid:  # four columns; the title may make it wider
-        assert grid.width >= LEFT + 4 * width and grid.height == TOP + 5 * (width + CAPTION) + BOTTOM
+        row = TILE + 2 * FRAME + CAPTION + ROW_GAP
+        assert grid.width >= LEFT + 4 * width and grid.height == TOP + 5 * row + BOTTOM
 
 
 def test_rerunning_the_demo_replaces_its_own_default_output(tmp_path, purifier_folder, monkeypatch, capsys):

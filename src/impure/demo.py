@@ -35,6 +35,7 @@ __all__ = [
     "GRID_ROWS",
     "SAMPLES_PATH",
     "DemoResult",
+    "grid_font",
     "load_demo_images",
     "run_demo",
 ]
@@ -50,7 +51,10 @@ IMAGE_SIZE = 32  # images of a folder are resized to CIFAR-10's size
 # or red (wrong), and separated by GAP; row names sit in the LEFT margin, class names in the TOP one.
 # Each tile has its predicted class in a CAPTION strip below it; TOP holds the title, accuracies and classes.
 GRID_COLUMNS = 10
-TILE, FRAME, GAP, CAPTION, LEFT, TOP, BOTTOM = 128, 3, 6, 14, 150, 58, 26
+# Pixels: a tile's side, its frame, the gap between columns, the prediction's line under a tile, the gap between rows
+# (wider than that line's distance to its own tile, so a prediction reads as its tile's), the margins.
+TILE, FRAME, GAP, CAPTION, ROW_GAP, LEFT, TOP, BOTTOM = 128, 3, 6, 19, 14, 150, 66, 28
+FONT_SIZE, LINE = 13, 18  # Pillow's default font at 13 px keeps its spaces visible (at 10 px they vanish)
 GRID_ROWS = ("clean", "adversarial", "perturbation", "purified clean", "purified adv.")  # the grid's rows, top down
 _EXAMPLE_ROWS = ("clean", "adversarial", "purified_clean", "purified")
 _ACCURACY_NAMES = {"clean": "clean", "attacked": "attacked, no defence", "purified_clean": "purified clean",
@@ -233,18 +237,18 @@ class DemoResult:
         framed = colours[..., None, None].expand(*tiles.shape[:3], *(s + 2 * FRAME for s in tiles.shape[-2:]))
         framed = framed.clone()
         framed[..., FRAME:-FRAME, FRAME:-FRAME] = tiles
-        cells = F.pad(framed, (0, GAP, 0, GAP + CAPTION), value=1.0)  # (5, K, 3, h, w), caption space below
+        cells = F.pad(framed, (0, GAP, 0, CAPTION + ROW_GAP), value=1.0)  # (5, K, 3, h, w), caption space below
         rows, _, _, height, width = cells.shape
         body = cells.permute(2, 0, 3, 1, 4).reshape(3, rows * height, count * width)
         pixels = (body.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        font = ImageFont.load_default()
+        font = grid_font()
         accuracy = self.accuracies
         lines = [
             f"{self.classifier} behind the purifier {self.purifier} (strength {self.strength:g}){self._noise_text}: "
             f"PGD on the classifier alone (grey-box), eps {in_255(self.eps)}, {self.steps} steps, {self.count} images",
             "accuracy: " + "   ".join(f"{name} {accuracy[key]:.0%}" for key, name in _ACCURACY_NAMES.items()),
         ]
-        legend = (f"frame: green = classified correctly, red = wrong, with the predicted class below; "
+        legend = (f"frame: green = classified correctly, red = wrong; → the class predicted for the tile above it; "
                   f"perturbation amplified {0.5 / self.eps:.0f}x (grey = 0)")
         text_width = max(round(font.getlength(text)) for text in (*lines, legend))
         canvas_width = max(LEFT + pixels.shape[1], 16 + text_width)  # few columns: fit the text
@@ -252,19 +256,25 @@ class DemoResult:
         canvas.paste(Image.fromarray(pixels), (LEFT, TOP))
         draw = ImageDraw.Draw(canvas)
         for index, text in enumerate(lines):
-            draw.text((8, 6 + 16 * index), text, fill="black", font=font)
+            draw.text((8, 6 + LINE * index), text, fill="black", font=font)
         for row, name in enumerate(GRID_ROWS):
             draw.text((8, TOP + row * height + height // 2 - 6), name, fill="black", font=font)
         row_predictions = [self.predictions[k] for k in ("clean", "attacked")] + [None] + \
                           [self.predictions[k] for k in ("purified_clean", "purified_attacked")]
+        tile_height = height - CAPTION - ROW_GAP
         for column, label in enumerate(self.labels[:count].tolist()):
             x = LEFT + column * width + FRAME
-            draw.text((x, TOP - 16), CIFAR10_CLASSES[label], fill="black", font=font)
+            draw.text((x, TOP - LINE), f"true: {CIFAR10_CLASSES[label]}", fill="black", font=font)
             for row, predicted in enumerate(row_predictions):
                 if predicted is not None:
-                    draw.text((x, TOP + row * height + height - GAP - CAPTION + 1),
-                              CIFAR10_CLASSES[int(predicted[column])], fill="black", font=font)
-        draw.text((8, TOP + rows * height + 4), legend, fill="black", font=font)
+                    colour = tuple(round(255 * c) for c in colours[row, column].tolist())
+                    _predicted_label(draw, x, TOP + row * height + tile_height + 2,
+                                     CIFAR10_CLASSES[int(predicted[column])], colour, font)
+        frames, predictions = legend.split("→")
+        y = TOP + rows * height + 4
+        draw.text((8, y), frames, fill="black", font=font)
+        shift = 8 + round(font.getlength(frames))
+        _predicted_label(draw, shift, y, predictions.strip(), (0, 0, 0), font)
         return canvas
 
     def save_grid(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -280,6 +290,27 @@ class DemoResult:
         buffer = io.BytesIO()
         self.grid_image().save(buffer, format="PNG")
         return atomic_write(path, buffer.getvalue())
+
+
+def grid_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at FONT_SIZE px (Pillow 10.1 and newer); its fixed bitmap font before that."""
+    try:
+        return ImageFont.load_default(size=FONT_SIZE)
+    except TypeError:  # Pillow < 10.1: no sizes
+        return ImageFont.load_default()
+
+
+def _arrow(draw: ImageDraw.ImageDraw, x: int, y: int, colour: tuple[int, ...]) -> None:
+    """A small right arrow at (x, y), the height of a line of text (the default font has no "→" glyph)."""
+    draw.line([(x, y + 7), (x + 9, y + 7)], fill=colour, width=2)
+    draw.polygon([(x + 12, y + 7), (x + 7, y + 3), (x + 7, y + 11)], fill=colour)
+
+
+def _predicted_label(draw: ImageDraw.ImageDraw, x: int, y: int, name: str, colour: tuple[int, ...],
+                     font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> None:
+    """"→ name" under a tile, in its frame's colour."""
+    _arrow(draw, x, y, colour)
+    draw.text((x + 16, y), name, fill=colour, font=font)
 
 
 def run_demo(
