@@ -37,7 +37,7 @@ def first_view(url: str, out: Path, *, width: int = 1400, height: int = 1000, br
     """Open `url` in headless Chromium at width x height, wait for the page's images, save a screenshot of the
     window (no scrolling) to `out`, and return what a visitor sees first: {"button": the run button's box
     (x, y, width, height) in window pixels, "images": how many result images have loaded, "labels": the
-    predicted classes shown}."""
+    predicted classes shown, "clipped": the texts cut off by their box}."""
     from playwright.sync_api import sync_playwright
 
     executable = browser or find_chromium()
@@ -54,11 +54,34 @@ def first_view(url: str, out: Path, *, width: int = 1400, height: int = 1000, br
             loaded = page.evaluate("Array.from(document.images).filter(i => i.complete && i.naturalWidth >= 224)"
                                    ".length")
             labels = page.locator("h2.output-class").all_inner_texts()
+            # Labels cut off by their box: the text is wider than the element that shows it.
+            # Texts cut off: a block's label covered by its block's buttons (Gradio lays them over the label's
+            # right end) or running past the block, and any text wider than a box that hides its overflow.
+            clipped = page.evaluate("""(() => {
+                const visible = e => e.offsetParent !== null && e.innerText.trim();
+                const overlap = (a, b) => b.width > 0 && b.left < a.right - 1 && b.right > a.left + 1
+                                          && b.top < a.bottom - 1 && b.bottom > a.top + 1;
+                const labels = Array.from(document.querySelectorAll('[data-testid="block-label"]')).filter(visible)
+                    .filter(label => {
+                        const range = document.createRange();
+                        range.selectNodeContents(label);
+                        const box = range.getBoundingClientRect();  // the text itself, not the label's padding
+                        const block = label.closest('.block') || label.parentElement;
+                        const buttons = Array.from(block.querySelectorAll('button'))  // the icon buttons
+                            .filter(b => !label.contains(b)).map(b => b.getBoundingClientRect())
+                            .filter(b => b.width <= 48 && b.height <= 48);
+                        return buttons.some(b => overlap(box, b))
+                               || box.right > block.getBoundingClientRect().right + 1;
+                    });
+                const texts = Array.from(document.querySelectorAll('label, span, button, h1, h2, p')).filter(visible)
+                    .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflow !== 'visible');
+                return [...new Set([...labels, ...texts].map(e => e.innerText.trim()))];
+            })()""")
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out))
         finally:
             chromium.close()
-    return {"button": box, "images": loaded, "labels": labels}
+    return {"button": box, "images": loaded, "labels": labels, "clipped": clipped}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     button = view["button"]
     if button is None or button["y"] + button["height"] > args.height:
         print(f"the {BUTTON!r} button is not inside the first {args.height} pixels", file=sys.stderr)
+        return 1
+    if view["clipped"]:
+        print(f"texts cut off at {args.width} x {args.height}: {view['clipped']}", file=sys.stderr)
         return 1
     return 0
 

@@ -72,13 +72,24 @@ def test_cli_has_host_and_port_options(capsys):
     assert "--host" in text and "127.0.0.1" in text and "--port" in text
 
 
-def test_the_page_opens_on_a_worked_example():
-    from impure.app import build_app
+def test_the_page_opens_on_a_worked_example_the_defence_saves_beside_the_measured_rate():
+    from impure.app import build_app, saved_example
+    from impure.demo import CIFAR10_CLASSES, load_demo_images
 
     app = build_app()
     values = {c["props"].get("label"): c["props"].get("value") for c in app.config["components"]}
-    example = attack_and_purify(None, sample_names()[0])  # the page's defaults: PGD-10 at 8/255, seed 0
-    for label in ("clean", "adversarial", "purified adversarial"):
+    sample = saved_example()
+    example = attack_and_purify(None, sample)  # the page's defaults: PGD-10 at 8/255, seed 0
+    truth = CIFAR10_CLASSES[int(load_demo_images()[1][sample_names().index(sample)])]
+    tops = {name: max(example[f"{name}_top3"], key=example[f"{name}_top3"].get)
+            for name in ("clean", "adversarial", "purified")}
+    assert tops == {"clean": truth, "adversarial": tops["adversarial"], "purified": truth}
+    assert tops["adversarial"] != truth  # the attack fools the bare classifier; the purifier saves it
+    from impure.app import measured_rate
+
+    shown = [c["props"]["value"] for c in app.config["components"] if c["props"].get("elem_id") == "measured-rate"]
+    assert shown == [measured_rate()] and "% are not saved" in shown[0]  # from the classifier's card
+    for label in ("clean", "adversarial", "purified"):
         assert values[label] is not None, f"the {label!r} image is empty when the page opens"
     for name, label in (("clean", "clean: top-3"), ("purified", "purified adversarial: top-3")):
         assert values[label]["label"] == max(example[f"{name}_top3"], key=example[f"{name}_top3"].get)
@@ -92,18 +103,23 @@ def test_serving_prints_no_share_hint(capfd):
     assert "share=True" not in capfd.readouterr().out
 
 
-def test_the_first_view_in_headless_chromium_shows_the_example_and_the_button(served, tmp_path, monkeypatch):
+@pytest.mark.parametrize("width,height", [(1400, 1000), (1000, 800)])
+def test_the_first_view_in_headless_chromium_shows_the_example_and_the_button_and_cuts_no_label(
+        served, tmp_path, monkeypatch, width, height):
     pytest.importorskip("playwright", reason="the screenshot test needs playwright (the test extra)")
     monkeypatch.syspath_prepend(str(RECIPES))
     import screenshot_app
 
+    from impure.app import saved_example
+
     if screenshot_app.find_chromium() is None:
         pytest.skip("no Chromium on PATH (Debian: apt-get install chromium); .ci/run installs it where it can")
-    view = screenshot_app.first_view(served, tmp_path / "app.png", width=1400, height=1000)
+    view = screenshot_app.first_view(served, tmp_path / "app.png", width=width, height=height)
     button = view["button"]
-    assert button is not None and button["y"] + button["height"] <= 1000, f"run button below the fold: {button}"
+    assert button is not None and button["y"] + button["height"] <= height, f"run button below the fold: {button}"
     assert view["images"] >= 4  # clean, adversarial, purified and residual, already computed
-    example = attack_and_purify(None, sample_names()[0])
+    assert view["clipped"] == [], f"texts cut off at {width} x {height}: {view['clipped']}"
+    example = attack_and_purify(None, saved_example())
     assert view["labels"][0] == max(example["clean_top3"], key=example["clean_top3"].get)
     screenshot = Image.open(tmp_path / "app.png")
-    assert screenshot.size == (1400, 1000)
+    assert screenshot.size == (width, height)

@@ -13,18 +13,18 @@ import torch
 from torch import nn
 
 from .attacks import FGSM, PGD, attack_settings
-from .classifiers import resolve_classifier
+from .classifiers import bundled_classifier_card, resolve_classifier
 from .demo import CIFAR10_CLASSES, DEFAULT_CLASSIFIER, DEFAULT_PURIFIER, load_demo_images, witness_note
 from .hub import Purifier
 from .hub_files import bundled_names
 
-__all__ = ["ATTACKS", "attack_and_purify", "build_app", "sample_names"]
+__all__ = ["ATTACKS", "attack_and_purify", "build_app", "measured_rate", "sample_names", "saved_example"]
 
 ATTACKS = ("PGD", "FGSM")
 _DISPLAY = 224  # images are shown upscaled (nearest) to this side
 _LOCK = threading.Lock()  # one request at a time: the cached purifiers' strength is set per request
-_IMAGE_LABELS = {"clean": "clean", "adversarial": "adversarial", "purified": "purified adversarial",
-                 "residual": "residual P(x_adv) − P(x)"}
+# Short: at 1000 px the image boxes leave about 100 px for a label beside their buttons.
+_IMAGE_LABELS = {"clean": "clean", "adversarial": "adversarial", "purified": "purified", "residual": "residual"}
 _TOP3_LABELS = {"clean_top3": "clean: top-3", "adversarial_top3": "adversarial: top-3",
                 "purified_top3": "purified adversarial: top-3"}
 _OUTPUTS = (*_IMAGE_LABELS, *_TOP3_LABELS)  # the page's outputs, in the order `run` returns them
@@ -142,11 +142,43 @@ def _top3(probabilities: torch.Tensor) -> dict[str, float]:
     return {names[int(i)]: float(v) for v, i in zip(values, indices, strict=True)}
 
 
+@functools.lru_cache(maxsize=8)
+def saved_example(purifier: str = DEFAULT_PURIFIER, classifier: str = DEFAULT_CLASSIFIER,
+                  **settings: Any) -> str:
+    """The first shipped sample that the defence saves with these settings (the page's defaults if none are given):
+    classified correctly, fooled by the attack, and correct again after purification; else the first sample."""
+    names = sample_names()
+    _, labels = _samples()
+    settings = {"attack": "PGD", "eps_255": 8, "steps": 10, "strength": 1.0, "seed": 0, **settings}
+    for name, label in zip(names, labels.tolist(), strict=True):
+        out = attack_and_purify(None, name, purifier, classifier, **settings)
+        top = {key: max(out[f"{key}_top3"], key=out[f"{key}_top3"].get) for key in ("clean", "adversarial", "purified")}
+        truth = CIFAR10_CLASSES[label]
+        if top["clean"] == truth and top["adversarial"] != truth and top["purified"] == truth:
+            return name
+    return names[0]
+
+
+def measured_rate(purifier: str = DEFAULT_PURIFIER, classifier: str = DEFAULT_CLASSIFIER) -> str | None:
+    """One plain line with the measured rate behind the worked example, from the bundled classifier's card (the
+    same purifier and attack over its test images), so that one saved image does not oversell; else None."""
+    try:
+        measured = bundled_classifier_card(classifier).get("through_purifier")
+    except (ValueError, KeyError, OSError):  # not a bundled classifier: no card to quote
+        return None
+    if not measured or measured.get("purifier") != purifier:
+        return None
+    rate = measured["accuracy"][classifier]["purified_adversarial"]
+    return (f"Measured on CIFAR-10 {measured['images']} with this attack: {rate:.1f} % stay correct after "
+            f"purification; the example is one of them, {100 - rate:.1f} % are not saved.")
+
+
 def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None = None):
     """The Gradio Blocks app; `.launch()` serves it. Needs the extra: `pip install "impure[app]"`.
 
-    The page opens on a worked example: the first sample, attacked with the default settings and purified,
-    computed here, so the images and predictions are there before anything is clicked.
+    The page opens on a worked example: the first sample the defence saves (`saved_example`), attacked with the
+    default settings and purified, computed here, so the images and predictions are there before anything is
+    clicked; beside it, the measured rate over the test images (`measured_rate`) keeps it from overselling.
     """
     try:
         import gradio as gr
@@ -155,8 +187,9 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
     purifiers = purifiers or [name for name in bundled_names() if "resnet" not in name]
     classifiers = classifiers or [DEFAULT_CLASSIFIER]
     samples = sample_names()
-    defaults = dict(image=None, sample=samples[0], purifier=purifiers[0], classifier=classifiers[0],
-                    attack="PGD", eps_255=8, steps=10, strength=1.0, seed=0)
+    defaults = dict(image=None, sample=saved_example(purifiers[0], classifiers[0]), purifier=purifiers[0],
+                    classifier=classifiers[0], attack="PGD", eps_255=8, steps=10, strength=1.0, seed=0)
+    rate = measured_rate(purifiers[0], classifiers[0])
     example = attack_and_purify(**defaults)
     nominal = _purifier(defaults["purifier"]).nominal_noise_t
 
@@ -172,8 +205,9 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
                     "Pick a CIFAR-10 sample or upload an image, choose the attack and its budget, and compare "
                     "the classifier's top-3 predictions on the clean, adversarial and purified images. The "
                     "attack sees the classifier only (grey-box); everything runs offline on this machine. "
-                    "Shown below: the first sample, already attacked and purified; the residual is amplified so "
-                    "that ±ε is full contrast."
+                    f"Shown below: sample {defaults['sample']}, already attacked and purified (\"purified\" is the "
+                    "purified adversarial image); the residual P(x_adv) − P(x) is amplified so that ±ε is full "
+                    "contrast."
                     + (f" {witness}." if (witness := witness_note(classifiers[0])) else ""))
         with gr.Row():
             with gr.Column(scale=1):
@@ -194,6 +228,8 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
                                                f"t {nominal[0]}/{nominal[1]} for {defaults['purifier']})")
                     seed = gr.Number(value=defaults["seed"], precision=0, label="seed")
             with gr.Column(scale=3):
+                if rate:  # beside the example, so that one saved image does not oversell
+                    gr.Markdown(rate, elem_id="measured-rate")
                 with gr.Row():
                     images = [gr.Image(value=example[name], label=label, height=224, format="png")
                               for name, label in _IMAGE_LABELS.items()]
