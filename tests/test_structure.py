@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "impure.hub_files"),  # base helpers
     ("impure.config", "impure.model"),  # the network
     ("impure.hub", "impure.cards"),  # Hub I/O and model cards
-    ("impure.classifier", "impure.tiling"),  # PurifiedClassifier
+    ("impure.classifier", "impure.tiling", "impure.export"),  # PurifiedClassifier, and its export
     ("impure.attacks", "impure.losses", "impure.mixing", "impure.classifiers", "impure.baselines"),
     ("impure.evaluation", "impure.training"),
     ("impure.cli", "impure.app", "impure.demo", "impure.__main__", "impure"),
