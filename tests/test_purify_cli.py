@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -32,15 +34,22 @@ def image_folder(tmp_path, shared_dir):
     return folder
 
 
-def test_purify_writes_pngs_and_skips_unreadable_files(tmp_path, purifier_folder, image_folder, capsys):
+def test_purify_writes_pngs_and_reports_unreadable_files(tmp_path, purifier_folder, image_folder, capsys):
     out = tmp_path / "clean"
     status = main(["purify", str(image_folder), "-o", str(out), "--purifier", str(purifier_folder),
                    "--device", "cpu", "--batch-size", "3"])
-    assert status == 0
+    assert status == 1  # one file of seven failed: the others are written, and the run says so
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
     assert written == ["img0.png", "img1.png", "img2.png", "img3.png", "large.png", "nested/img4.png"]
     printed = capsys.readouterr().out
-    assert "skipped unreadable file" in printed
+    assert f"failed: {image_folder / 'broken.png'}: UnidentifiedImageError" in printed
+    report = json.loads((out / "purify-report.json").read_text())
+    assert report["purified"] == 6 and [f["file"] for f in report["failed"]] == [str(image_folder / "broken.png")]
+    (image_folder / "broken.png").unlink()
+    assert main(["purify", str(image_folder), "-o", str(tmp_path / "all"), "--purifier", str(purifier_folder),
+                 "--device", "cpu", "--no-progress"]) == 0  # every file purified
+    assert json.loads((tmp_path / "all" / "purify-report.json").read_text()) == {"purified": 6, "failed": []}
+    capsys.readouterr()
     assert printed.count("are far from the 32-px images this purifier was trained on") == 1  # 96 x 64, once
     with Image.open(out / "large.png") as large, Image.open(image_folder / "large.png") as source:
         assert large.size == source.size
@@ -177,3 +186,21 @@ def test_a_grey_image_is_purified_as_grey(tmp_path, shared_dir):
         assert purified.mode == "L" and purified.size == source.size
         difference = np.abs(np.asarray(purified, dtype=int) - np.asarray(source, dtype=int))
         assert 0 < difference.mean() < 20  # purified, and still the same picture
+
+
+def test_purify_carries_alpha_through_untouched_and_keeps_grey_grey(tmp_path, purifier_folder, shared_dir, capsys):
+    image = np.load(shared_dir / "data" / "cifar10" / "test_dev.npz")["images"][0]
+    alpha = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (32, 1))  # a gradient: every value must survive
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.dstack([image, alpha]), mode="RGBA").save(folder / "rgba.png")
+    Image.fromarray(np.dstack([image[..., 0], alpha]), mode="LA").save(folder / "grey-alpha.png")
+    Image.fromarray(image[..., 1]).save(folder / "grey.png")
+    assert main(["purify", str(folder), "-o", str(tmp_path / "out"), "--purifier", str(purifier_folder),
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert "has an alpha channel; it is carried through untouched" in capsys.readouterr().out
+    for name, mode in (("rgba.png", "RGBA"), ("grey-alpha.png", "LA"), ("grey.png", "L")):
+        with Image.open(tmp_path / "out" / name) as purified:
+            assert purified.mode == mode, name
+            if "A" in mode:
+                np.testing.assert_array_equal(np.asarray(purified.getchannel("A")), alpha)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-from .._util.atomic import atomic_path
+from .._util.atomic import atomic_path, atomic_write
 from . import options
 
 DEFAULT_PURIFIER = "impure/cifar10"
+REPORT_NAME = "purify-report.json"  # beside the outputs: how many were purified, which files failed and why
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "purify", help="purify image files (PNG/JPEG, any size) into PNGs",
         description="Purify image files into same-named PNGs in OUTDIR. Folders are searched recursively and "
-                    "their layout is kept; grey images stay grey. Unreadable files are reported and skipped; "
+                    "their layout is kept; grey images stay grey and an alpha channel is carried through untouched. "
+                    "Files that cannot be read are listed at the end and in purify-report.json beside the outputs, "
+                    "and the exit status is then 1 (0 when every file was purified); "
                     "existing outputs are never overwritten without --force. Images larger than the purifier "
                     "supports (twice its training size per side, 64 px for the CIFAR-10 purifiers) are purified "
                     "tile by tile.",
@@ -86,20 +91,26 @@ def run(args: argparse.Namespace) -> int:
         purifier.set_noise_t(*args.noise_t)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     trained = purifier.config.image_size
-    failed, noted = [], False
+    failed: list[dict[str, str]] = []
+    noted = alpha_noted = False
     with tqdm(total=len(pairs), desc="purifying", unit="image", disable=args.no_progress) as progress:
         for start in range(0, len(pairs), args.batch_size):
             chunk = pairs[start:start + args.batch_size]
-            by_size: dict[tuple[int, ...], list[tuple[Path, np.ndarray, bool]]] = defaultdict(list)
+            by_size: dict[tuple[int, ...], list[tuple[Path, np.ndarray, bool, Any]]] = defaultdict(list)
             for source, target in chunk:
                 try:
                     with Image.open(source) as image:
                         grey = image.mode in _GREY_MODES
+                        alpha = _alpha(image)
                         pixels = np.asarray(image.convert("RGB"))
-                except (OSError, UnidentifiedImageError, SyntaxError) as error:
-                    failed.append(f"{source}: {error}")
+                except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+                    failed.append({"file": str(source), "error": f"{type(error).__name__}: {error}"})
                     continue
-                by_size[pixels.shape].append((target, pixels, grey))
+                if alpha is not None and not alpha_noted:
+                    alpha_noted = True
+                    progress.write(f"note: {source.name} has an alpha channel; it is carried through untouched "
+                                   "(only the colour is purified)")
+                by_size[pixels.shape].append((target, pixels, grey, alpha))
             for size, items in by_size.items():  # one batch per image size
                 if not noted and not trained / 2 <= max(size[:2]) <= 2 * trained:
                     noted = True
@@ -107,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                                    f"purifier was trained on; it purifies them as they are (or as overlapping "
                                    f"{trained}-px tiles), which may remove detail a purifier trained at their size "
                                    "would keep")
-                images = torch.from_numpy(np.stack([p for _, p, _ in items])).permute(0, 3, 1, 2)
+                images = torch.from_numpy(np.stack([p for _, p, _, _ in items])).permute(0, 3, 1, 2)
                 images = images.float().div(255).to(device)
                 with torch.inference_mode():
                     if max(images.shape[-2:]) > purifier.config.max_input_size:
@@ -116,12 +127,26 @@ def run(args: argparse.Namespace) -> int:
                     else:
                         purified = purifier(images, generator=generator)
                 arrays = purified.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-                for (target, _, grey), array in zip(items, arrays, strict=True):
-                    # A grey input is purified as RGB (the purifier's input) and written back as grey.
+                for (target, _, grey, alpha), array in zip(items, arrays, strict=True):
+                    # A grey input is purified as RGB (the purifier's input) and written back as grey; an alpha
+                    # channel is put back as it was.
                     output = Image.fromarray(array)
-                    _save_png_atomic(output.convert("L") if grey else output, args.output / target)
+                    output = output.convert("L") if grey else output
+                    if alpha is not None:
+                        output.putalpha(alpha)
+                    _save_png_atomic(output, args.output / target)
             progress.update(len(chunk))
-    for message in failed:
-        print(f"skipped unreadable file {message}")
-    print(f"purified {len(pairs) - len(failed)} image(s) into {args.output}; skipped {len(failed)}")
-    return 1 if failed and len(failed) == len(pairs) else 0
+    report = {"purified": len(pairs) - len(failed), "failed": failed}
+    atomic_write(args.output / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+    for failure in failed:
+        print(f"failed: {failure['file']}: {failure['error']}")
+    print(f"purified {report['purified']} image(s) into {args.output}; {len(failed)} failed "
+          f"(listed in {args.output / REPORT_NAME})")
+    return 1 if failed else 0
+
+
+def _alpha(image: Any) -> Any:
+    """The alpha channel of a Pillow image ("A" band, or a palette's transparency) as an "L" image, or None."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        return image.convert("RGBA").getchannel("A")
+    return None
