@@ -204,3 +204,21 @@ def test_purify_carries_alpha_through_untouched_and_keeps_grey_grey(tmp_path, pu
             assert purified.mode == mode, name
             if "A" in mode:
                 np.testing.assert_array_equal(np.asarray(purified.getchannel("A")), alpha)
+
+
+def test_each_image_has_its_own_noise_so_batching_and_company_do_not_change_its_bytes(tmp_path, purifier_folder,
+                                                                                      image_folder):
+    """The noise of an image is drawn from (seed, its path): batch size 1 or 64, alone or among others, and a
+    tiled image, give the same bytes; another seed gives other bytes."""
+    (image_folder / "broken.png").unlink()
+    outputs = {}
+    for name, inputs, batch, seed in (("b1", [image_folder], "1", "0"), ("b64", [image_folder], "64", "0"),
+                                      ("alone", [image_folder / "img2.png"], "64", "0"),
+                                      ("seed1", [image_folder], "64", "1")):
+        out = tmp_path / name
+        assert main(["purify", *map(str, inputs), "-o", str(out), "--purifier", str(purifier_folder), "--device",
+                     "cpu", "--batch-size", batch, "--seed", seed, "--no-progress"]) == 0
+        outputs[name] = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.png"))}
+    assert outputs["b1"] == outputs["b64"] and len(outputs["b1"]) == 6
+    assert outputs["alone"]["img2.png"] == outputs["b64"]["img2.png"]
+    assert outputs["seed1"]["img2.png"] != outputs["b64"]["img2.png"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -12,6 +13,8 @@ from .._util.atomic import atomic_path, atomic_write
 from . import options
 
 DEFAULT_PURIFIER = "impure/cifar10"
+# Tiles per purifier call for a large image: fixed, so that an image's noise draws never depend on --batch-size.
+TILE_BATCH = 64
 REPORT_NAME = "purify-report.json"  # beside the outputs: how many were purified, which files failed and why
 
 
@@ -31,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     options.add_purifier_options(parser, DEFAULT_PURIFIER)
     options.add_device(parser)
     options.add_dtype(parser)
-    parser.add_argument("--batch-size", type=int, default=64, help="images (or tiles) per batch (default 64)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="images per batch (default 64; a large image goes as its tiles, 64 at a time)")
     options.add_seed(parser)
     options.add_no_progress(parser)
     parser.add_argument("--force", action="store_true",
@@ -89,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
     purifier.set_strength(args.strength)  # the options refused --strength with --noise-t
     if args.noise_t is not None:
         purifier.set_noise_t(*args.noise_t)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
     trained = purifier.config.image_size
     failed: list[dict[str, str]] = []
     noted = alpha_noted = False
@@ -120,12 +123,16 @@ def run(args: argparse.Namespace) -> int:
                                    "would keep")
                 images = torch.from_numpy(np.stack([p for _, p, _, _ in items])).permute(0, 3, 1, 2)
                 images = images.float().div(255).to(device)
+                # Each image's noise comes from its own generator, seeded by (--seed, its output path): the
+                # output does not depend on the batch size, the order, or which other images are purified.
+                generators = [_image_generator(args.seed, target, device) for target, *_ in items]
                 with torch.inference_mode():
                     if max(images.shape[-2:]) > purifier.config.max_input_size:
-                        purified = purify_tiled(purifier, images, purifier.config.image_size, args.batch_size,
-                                                generator)
+                        purified = torch.cat([purify_tiled(purifier, image[None], purifier.config.image_size,
+                                                           TILE_BATCH, generator)
+                                              for image, generator in zip(images, generators, strict=True)])
                     else:
-                        purified = purifier(images, generator=generator)
+                        purified = purifier(images, **_noise(purifier, images, generators))
                 arrays = purified.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
                 for (target, _, grey, alpha), array in zip(items, arrays, strict=True):
                     # A grey input is purified as RGB (the purifier's input) and written back as grey; an alpha
@@ -143,6 +150,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"purified {report['purified']} image(s) into {args.output}; {len(failed)} failed "
           f"(listed in {args.output / REPORT_NAME})")
     return 1 if failed else 0
+
+
+def _image_generator(seed: int, target: Path, device: Any) -> Any:
+    """A generator for one image, seeded by (seed, the image's output path relative to OUTDIR)."""
+    import torch
+
+    digest = hashlib.sha256(f"{seed}\0{target.as_posix()}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def _noise(purifier: Any, images: Any, generators: list[Any]) -> dict[str, Any]:
+    """The purifier's noise for a batch, each image's drawn from its own generator (`Purifier.noise_shapes`)."""
+    import torch
+
+    shapes = purifier.noise_shapes(1, *images.shape[-2:])
+    return {name: torch.cat([torch.randn(shape, generator=g, device=images.device, dtype=images.dtype)
+                             for g in generators]) for name, shape in shapes.items()}
 
 
 def _alpha(image: Any) -> Any:
