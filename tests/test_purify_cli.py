@@ -222,3 +222,20 @@ def test_each_image_has_its_own_noise_so_batching_and_company_do_not_change_its_
     assert outputs["b1"] == outputs["b64"] and len(outputs["b1"]) == 6
     assert outputs["alone"]["img2.png"] == outputs["b64"]["img2.png"]
     assert outputs["seed1"]["img2.png"] != outputs["b64"]["img2.png"]
+
+
+def test_resume_skips_complete_outputs_and_ends_with_the_uninterrupted_files(tmp_path, purifier_folder, image_folder):
+    (image_folder / "broken.png").unlink()
+    args = ["--purifier", str(purifier_folder), "--device", "cpu", "--no-progress"]
+    assert main(["purify", str(image_folder), "-o", str(tmp_path / "whole"), *args]) == 0
+    part = tmp_path / "part"
+    assert main(["purify", str(image_folder / "img1.png"), str(image_folder / "large.png"), "-o", str(part),
+                 *args]) == 0  # an "interrupted" run: two files written
+    written = (part / "img1.png").stat().st_mtime_ns
+    assert main(["purify", str(image_folder), "-o", str(part), *args]) == 1  # refused: files exist
+    assert main(["purify", str(image_folder), "-o", str(part), "--resume", *args]) == 0
+    assert (part / "img1.png").stat().st_mtime_ns == written  # kept, not purified again
+    files = {p.relative_to(tmp_path / "whole").as_posix() for p in (tmp_path / "whole").rglob("*.png")}
+    assert {p.relative_to(part).as_posix() for p in part.rglob("*.png")} == files
+    for name in files:
+        assert (part / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name

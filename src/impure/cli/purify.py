@@ -38,8 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="images per batch (default 64; a large image goes as its tiles, 64 at a time)")
     options.add_seed(parser)
     options.add_no_progress(parser)
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite existing output files (default: keep them)")
+    keep = parser.add_mutually_exclusive_group()
+    keep.add_argument("--resume", action="store_true",
+                      help="skip the outputs that already exist (each was written whole, atomically) and purify "
+                           "the rest: an interrupted run continues and ends with the same files")
+    keep.add_argument("--force", action="store_true", help="overwrite existing output files (default: keep them)")
     parser.set_defaults(func=run)
 
 
@@ -86,8 +89,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     pairs = _collect(args.inputs)
     existing = [str(args.output / target) for _, target in pairs if (args.output / target).exists()]
-    if existing and not args.force:
-        raise ValueError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --force to overwrite")
+    if existing and args.resume:  # outputs are written atomically: any that exists is complete
+        pairs = [(source, target) for source, target in pairs if not (args.output / target).exists()]
+        print(f"resuming: {len(existing)} output(s) already written, {len(pairs)} to purify")
+    elif existing and not args.force:
+        raise ValueError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --resume to continue "
+                         "or --force to overwrite")
     device = select_device(args.device)
     purifier = Purifier.from_pretrained(args.purifier, device=device, dtype=select_dtype(args.dtype, device))
     purifier.set_strength(args.strength)  # the options refused --strength with --noise-t
