@@ -254,3 +254,13 @@ def test_purifier_cost_in_units_of_the_classifier(monkeypatch, shared_dir, tiny,
     assert [row["model"] for row in record["rows"]] == ["cifar_resnet20", str(tiny), str(conv)]
     assert record["rows"][0]["cost"] == 1.0 and all(row["images_per_s"] > 0 for row in record["rows"])
     assert record["cpu"] in capsys.readouterr().out
+
+
+def test_tiling_speed_compares_the_old_and_the_new_tiling_in_one_run(monkeypatch, shared_dir, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import tiling_speed
+
+    assert tiling_speed.main(["--size", "70x40", "--threads", "1", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    before, now = json.loads((tmp_path / "tiling-speed.json").read_text())["rows"]
+    assert before["purifications_per_pixel"] > 2 * now["purifications_per_pixel"]
+    assert all(row["images_per_s"] > 0 and row["megapixels_per_minute"] > 0 for row in (before, now))
