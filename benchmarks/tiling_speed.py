@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()
     photo = np.load(SHARED / "data" / "imagenet" / "samples224_dev.npz")["images"][0]
-    photo = np.asarray(Image.fromarray(photo).resize((width, height), Image.BICUBIC))
+    photo = np.array(Image.fromarray(photo).resize((width, height), Image.BICUBIC))  # writable, for torch
     images = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
     purifier = Purifier.from_pretrained(args.purifier)
     tile = purifier.config.image_size
