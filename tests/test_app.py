@@ -123,3 +123,30 @@ def test_the_first_view_in_headless_chromium_shows_the_example_and_the_button_an
     assert view["labels"][0] == max(example["clean_top3"], key=example["clean_top3"].get)
     screenshot = Image.open(tmp_path / "app.png")
     assert screenshot.size == (width, height)
+
+
+def test_every_failure_reaches_the_page_as_the_library_s_message_and_8_requests_are_served_at_once(served, tmp_path):
+    """A real client: a file that is not an image, an image too large and an image in a mode without RGB each get
+    the library's own message; 8 concurrent requests all get their results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = gradio_client.Client(served, verbose=False)
+    settings = ("impure/cifar10", DEFAULT_CLASSIFIER, "FGSM", 4, 1, 1.0, 0)
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.new("L", (8000, 5001)).save(tmp_path / "huge.png")  # 40.008 megapixels, cheap to write
+    Image.new("I;16", (40, 40)).save(tmp_path / "deep.png")  # a 16-bit grey PNG: converts, so it is served
+    for name, message in (("notes.png", "notes.png is not an image this page can read"),
+                          ("huge.png", "huge.png is 8000 x 5001 pixels, larger than the 40 megapixels")):
+        with pytest.raises(Exception, match=message):
+            client.predict(gradio_client.handle_file(str(tmp_path / name)), None, *settings, api_name="/purify")
+    deep = client.predict(gradio_client.handle_file(str(tmp_path / "deep.png")), None, *settings, api_name="/purify")
+    assert np.asarray(Image.open(deep[0])).shape[:2] == (224, 224)
+
+    def one(index: int) -> str:
+        outputs = gradio_client.Client(served, verbose=False).predict(
+            None, sample_names()[index], *settings, api_name="/purify")
+        return outputs[4]["label"]
+
+    with ThreadPoolExecutor(8) as pool:
+        labels = list(pool.map(one, range(8)))
+    assert len(labels) == 8 and all(label in CIFAR10_CLASSES for label in labels)

@@ -28,6 +28,7 @@ _IMAGE_LABELS = {"clean": "clean", "adversarial": "adversarial", "purified": "pu
 _TOP3_LABELS = {"clean_top3": "clean: top-3", "adversarial_top3": "adversarial: top-3",
                 "purified_top3": "purified adversarial: top-3"}
 _OUTPUTS = (*_IMAGE_LABELS, *_TOP3_LABELS)  # the page's outputs, in the order `run` returns them
+MAX_UPLOAD_PIXELS = 40_000_000  # larger uploads are refused with a message before they are decoded
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,14 +54,15 @@ def _classifier(name: str) -> nn.Module:
     return resolve_classifier(name)[0].eval()
 
 
-def attack_and_purify(image: np.ndarray | None, sample: str | None, purifier: str = DEFAULT_PURIFIER,
+def attack_and_purify(image: np.ndarray | str | None, sample: str | None, purifier: str = DEFAULT_PURIFIER,
                       classifier: str = DEFAULT_CLASSIFIER, attack: str = "PGD", eps_255: float = 8.0,
                       steps: int = 10, strength: float = 1.0, seed: int = 0) -> dict[str, Any]:
     """Attack `classifier` on one image (grey-box: the attack sees the classifier only), purify the clean and
     the adversarial image with the same noise, and classify all of them.
 
     Args:
-        image: an uploaded RGB image (H, W, 3) uint8, resized to the purifier's size; or None to use `sample`.
+        image: an uploaded RGB image (H, W, 3) uint8 or the path of an image file, resized to the purifier's size;
+            or None to use `sample`.
         sample: a name from `sample_names()`.
         purifier: the purifier's name or folder (the bundled one by default).
         classifier: the classifier's name or path (the bundled one by default).
@@ -108,9 +110,32 @@ def _attack_and_purify(image, sample, purifier, classifier, attack, eps_255, ste
             **{f"{name}_top3": _top3(p) for name, p in probabilities.items()}}
 
 
-def _input_image(image: np.ndarray | None, sample: str | None, size: int) -> torch.Tensor:
+def read_upload(path: str | os.PathLike) -> np.ndarray:
+    """An uploaded image file as an (H, W, 3) uint8 RGB array, or a `ValueError` that says what is wrong with it:
+    not an image, too large, or in a mode that has no RGB form."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = os.path.basename(str(path))
+    try:
+        with Image.open(path) as picture:
+            width, height = picture.size
+            if width * height > MAX_UPLOAD_PIXELS:
+                raise ValueError(f"{name} is {width} x {height} pixels, larger than the {MAX_UPLOAD_PIXELS // 10**6} "
+                                 "megapixels this page takes; resize it first (the purifier works at 32 x 32)")
+            try:
+                return np.asarray(picture.convert("RGB"))
+            except (ValueError, OSError) as error:
+                raise ValueError(f"{name} is a {picture.mode!r} image, which has no RGB form here ({error}); save "
+                                 "it as an RGB or greyscale PNG or JPEG") from error
+    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{name} is not an image this page can read (PNG, JPEG, BMP, WebP, ...): {error}") from error
+
+
+def _input_image(image: np.ndarray | str | None, sample: str | None, size: int) -> torch.Tensor:
     from PIL import Image
 
+    if isinstance(image, (str, os.PathLike)):
+        image = read_upload(image)
     if image is not None:
         array = np.asarray(image)
         if array.ndim == 2:
@@ -212,8 +237,10 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
         with gr.Row():
             with gr.Column(scale=1):
                 sample = gr.Dropdown(samples, value=defaults["sample"], label="sample image")
-                upload = gr.Image(type="numpy", label="or upload an image (used instead of the sample)",
-                                  sources=["upload"], height=120)
+                # A file, not gr.Image: Gradio would decode an image upload itself and answer a bad file with
+                # its generic error; here `read_upload` says what is wrong.
+                upload = gr.File(label="or upload an image (used instead of the sample)", type="filepath",
+                                 height=140)
                 attack = gr.Radio(list(ATTACKS), value=defaults["attack"], label="attack")
                 eps = gr.Slider(0, 16, value=defaults["eps_255"], step=1, label="ε (in 1/255)")
                 button = gr.Button("Attack and purify", variant="primary")
