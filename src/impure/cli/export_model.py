@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..demo import DEFAULT_PURIFIER
 from . import options
 
-DEFAULT_PURIFIER = "impure/cifar10"
 _SUFFIXES = {".onnx": "onnx", ".pt2": "program"}
 
 
@@ -38,17 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from ..classifier import PurifiedClassifier
     from ..classifiers.lookup import resolve_classifier
     from ..export import export
-    from ..hub import Purifier
 
     fmt = args.format or _SUFFIXES.get(args.output.suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot tell the format from {args.output.name}: name it .onnx or .pt2, or pass --format")
     if args.output.exists() and not args.force:
         raise ValueError(f"{args.output} exists; pass --force to replace it")
-    purifier = Purifier.from_pretrained(args.purifier).set_strength(args.strength)
-    if args.noise_t is not None:
-        purifier.set_noise_t(*args.noise_t)
-    model = purifier
+    purifier = model = options.load_purifier(args)
     if args.classifier:
         classifier, _ = resolve_classifier(args.classifier, args.classifier_weights)
         model = PurifiedClassifier(purifier, classifier.eval()).eval()

@@ -14,7 +14,7 @@ from impure import formatting
 
 __all__ = ["add_classifier_weights", "add_device", "add_dtype", "add_eps", "add_no_progress", "add_output",
            "add_purifier_options", "add_seed", "check_parsed", "eps_argument", "eps_text", "join_dash_values",
-           "noise_t_argument", "strength_argument"]
+           "load_purifier", "noise_t_argument", "strength_argument"]
 
 # Usual ℓ∞ budgets of CIFAR-10 and ImageNet evaluations; a larger one is allowed, with a warning.
 USUAL_EPS = "2/255 to 16/255"
@@ -153,6 +153,15 @@ def add_purifier_options(parser: argparse.ArgumentParser, default: str | None) -
     parser.add_argument("--strength", type=strength_argument, default=1.0, help=STRENGTH_HELP)
     parser.add_argument("--noise-t", type=noise_t_argument, metavar="I/F", help=NOISE_T_HELP)
     parser.set_defaults(command_parser=parser)
+
+
+def load_purifier(args: argparse.Namespace, **load: Any) -> Any:
+    """The `--purifier` at `--strength` or at `--noise-t` (`check_parsed` refused both), loaded by
+    `Purifier.from_pretrained(args.purifier, **load)`."""
+    from ..hub import Purifier
+
+    purifier = Purifier.from_pretrained(args.purifier, **load).set_strength(args.strength)
+    return purifier if args.noise_t is None else purifier.set_noise_t(*args.noise_t)
 
 
 def check_parsed(args: argparse.Namespace) -> None:

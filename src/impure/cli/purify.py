@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .._util.atomic import atomic_path, atomic_write
+from ..demo import DEFAULT_PURIFIER
 from . import options
 
-DEFAULT_PURIFIER = "impure/cifar10"
 # Tiles per purifier call for a large image: fixed, so that an image's noise draws never depend on --batch-size.
 TILE_BATCH = 64
 REPORT_NAME = "purify-report.json"  # beside the outputs: how many were purified, which files failed and why
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
     options.add_output(parser, "the purified PNGs into this folder", required=True, metavar="OUTDIR")
-    options.add_purifier_options(parser, DEFAULT_PURIFIER)
+    options.add_purifier_options(parser, DEFAULT_PURIFIER)  # the demo's, the recommended one
     options.add_device(parser)
     options.add_dtype(parser)
     parser.add_argument("--batch-size", type=int, default=64,
@@ -82,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..device import select_device, select_dtype
-    from ..hub import Purifier
     from ..tiling import purify_tiled
 
     if args.batch_size <= 0:
@@ -96,10 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --resume to continue "
                          "or --force to overwrite")
     device = select_device(args.device)
-    purifier = Purifier.from_pretrained(args.purifier, device=device, dtype=select_dtype(args.dtype, device))
-    purifier.set_strength(args.strength)  # the options refused --strength with --noise-t
-    if args.noise_t is not None:
-        purifier.set_noise_t(*args.noise_t)
+    purifier = options.load_purifier(args, device=device, dtype=select_dtype(args.dtype, device))
     trained = purifier.config.image_size
     failed: list[dict[str, str]] = []
     noted = alpha_noted = False
