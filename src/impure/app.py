@@ -18,7 +18,8 @@ from .demo import CIFAR10_CLASSES, DEFAULT_CLASSIFIER, DEFAULT_PURIFIER, load_de
 from .hub import Purifier
 from .hub_files import bundled_names
 
-__all__ = ["ATTACKS", "attack_and_purify", "build_app", "measured_rate", "sample_names", "saved_example"]
+__all__ = ["ATTACKS", "attack_and_purify", "build_app", "measured_rate", "sample_names", "saved_example",
+           "worked_example"]
 
 ATTACKS = ("PGD", "FGSM")
 _DISPLAY = 224  # images are shown upscaled (nearest) to this side
@@ -28,6 +29,8 @@ _IMAGE_LABELS = {"clean": "clean", "adversarial": "adversarial", "purified": "pu
 _TOP3_LABELS = {"clean_top3": "clean: top-3", "adversarial_top3": "adversarial: top-3",
                 "purified_top3": "purified adversarial: top-3"}
 _OUTPUTS = (*_IMAGE_LABELS, *_TOP3_LABELS)  # the page's outputs, in the order `run` returns them
+# The settings the page opens with (its worked example is computed with them).
+_PAGE_SETTINGS = {"attack": "PGD", "eps_255": 8, "steps": 10, "strength": 1.0, "seed": 0}
 MAX_UPLOAD_PIXELS = 40_000_000  # larger uploads are refused with a message before they are decoded
 
 
@@ -168,20 +171,26 @@ def _top3(probabilities: torch.Tensor) -> dict[str, float]:
 
 
 @functools.lru_cache(maxsize=8)
-def saved_example(purifier: str = DEFAULT_PURIFIER, classifier: str = DEFAULT_CLASSIFIER,
-                  **settings: Any) -> str:
-    """The first shipped sample that the defence saves with these settings (the page's defaults if none are given):
-    classified correctly, fooled by the attack, and correct again after purification; else the first sample."""
-    names = sample_names()
+def worked_example(purifier: str = DEFAULT_PURIFIER, classifier: str = DEFAULT_CLASSIFIER
+                   ) -> tuple[str, dict[str, Any]]:
+    """(name, `attack_and_purify` outputs) of the first shipped sample that the defence saves with the page's
+    settings: classified correctly, fooled by the attack, and correct again after purification; else the first
+    sample's. Computed once per purifier and classifier."""
     _, labels = _samples()
-    settings = {"attack": "PGD", "eps_255": 8, "steps": 10, "strength": 1.0, "seed": 0, **settings}
-    for name, label in zip(names, labels.tolist(), strict=True):
-        out = attack_and_purify(None, name, purifier, classifier, **settings)
+    first = None
+    for name, label in zip(sample_names(), labels.tolist(), strict=True):
+        out = attack_and_purify(None, name, purifier, classifier, **_PAGE_SETTINGS)
+        first = first or (name, out)
         top = {key: max(out[f"{key}_top3"], key=out[f"{key}_top3"].get) for key in ("clean", "adversarial", "purified")}
         truth = CIFAR10_CLASSES[label]
         if top["clean"] == truth and top["adversarial"] != truth and top["purified"] == truth:
-            return name
-    return names[0]
+            return name, out
+    return first
+
+
+def saved_example(purifier: str = DEFAULT_PURIFIER, classifier: str = DEFAULT_CLASSIFIER) -> str:
+    """The name of the page's worked example (`worked_example`)."""
+    return worked_example(purifier, classifier)[0]
 
 
 def measured_rate(purifier: str = DEFAULT_PURIFIER, classifier: str = DEFAULT_CLASSIFIER) -> str | None:
@@ -212,10 +221,9 @@ def build_app(purifiers: list[str] | None = None, classifiers: list[str] | None 
     purifiers = purifiers or [name for name in bundled_names() if "resnet" not in name]
     classifiers = classifiers or [DEFAULT_CLASSIFIER]
     samples = sample_names()
-    defaults = dict(image=None, sample=saved_example(purifiers[0], classifiers[0]), purifier=purifiers[0],
-                    classifier=classifiers[0], attack="PGD", eps_255=8, steps=10, strength=1.0, seed=0)
+    sample, example = worked_example(purifiers[0], classifiers[0])
+    defaults = dict(sample=sample, purifier=purifiers[0], classifier=classifiers[0], **_PAGE_SETTINGS)
     rate = measured_rate(purifiers[0], classifiers[0])
-    example = attack_and_purify(**defaults)
     nominal = _purifier(defaults["purifier"]).nominal_noise_t
 
     def run(image, sample, purifier, classifier, attack, eps_255, steps, strength, seed):
