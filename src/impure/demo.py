@@ -54,7 +54,8 @@ GRID_COLUMNS = 10
 # Pixels: a tile's side, its frame, the gap between columns, the prediction's line under a tile, the gap between rows
 # (wider than that line's distance to its own tile, so a prediction reads as its tile's), the margins.
 TILE, FRAME, GAP, CAPTION, ROW_GAP, LEFT, TOP, BOTTOM = 128, 3, 6, 19, 14, 150, 66, 28
-FONT_SIZE, LINE = 13, 18  # Pillow's default font at 13 px keeps its spaces visible (at 10 px they vanish)
+# Pillow's default font at 13 px keeps its spaces visible (at 10 px they vanish); a drawn arrow and its gap: 16 px.
+FONT_SIZE, LINE, _ARROW_WIDTH = 13, 18, 16
 GRID_ROWS = ("clean", "adversarial", "perturbation", "purified clean", "purified adv.")  # the grid's rows, top down
 _EXAMPLE_ROWS = ("clean", "adversarial", "purified_clean", "purified")
 _ACCURACY_NAMES = {"clean": "clean", "attacked": "attacked, no defence", "purified_clean": "purified clean",
@@ -248,9 +249,11 @@ class DemoResult:
             f"PGD on the classifier alone (grey-box), eps {in_255(self.eps)}, {self.steps} steps, {self.count} images",
             "accuracy: " + "   ".join(f"{name} {accuracy[key]:.0%}" for key, name in _ACCURACY_NAMES.items()),
         ]
-        legend = (f"frame: green = classified correctly, red = wrong; → the class predicted for the tile above it; "
-                  f"perturbation amplified {0.5 / self.eps:.0f}x (grey = 0)")
-        text_width = max(round(font.getlength(text)) for text in (*lines, legend))
+        # The legend: the frames, then (after a drawn arrow, which the font lacks) what the arrows point at.
+        frames = "frame: green = classified correctly, red = wrong; "
+        arrows = f"the class predicted for the tile above it; perturbation amplified {0.5 / self.eps:.0f}x (grey = 0)"
+        legend_width = font.getlength(frames) + _ARROW_WIDTH + font.getlength(arrows)
+        text_width = round(max(legend_width, *(font.getlength(text) for text in lines)))
         canvas_width = max(LEFT + pixels.shape[1], 16 + text_width)  # few columns: fit the text
         canvas = Image.new("RGB", (canvas_width, TOP + pixels.shape[0] + BOTTOM), "white")
         canvas.paste(Image.fromarray(pixels), (LEFT, TOP))
@@ -270,11 +273,9 @@ class DemoResult:
                     colour = tuple(round(255 * c) for c in colours[row, column].tolist())
                     _predicted_label(draw, x, TOP + row * height + tile_height + 2,
                                      CIFAR10_CLASSES[int(predicted[column])], colour, font)
-        frames, predictions = legend.split("→")
         y = TOP + rows * height + 4
         draw.text((8, y), frames, fill="black", font=font)
-        shift = 8 + round(font.getlength(frames))
-        _predicted_label(draw, shift, y, predictions.strip(), (0, 0, 0), font)
+        _predicted_label(draw, 8 + round(font.getlength(frames)), y, arrows, (0, 0, 0), font)
         return canvas
 
     def save_grid(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -310,7 +311,7 @@ def _predicted_label(draw: ImageDraw.ImageDraw, x: int, y: int, name: str, colou
                      font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> None:
     """"→ name" under a tile, in its frame's colour."""
     _arrow(draw, x, y, colour)
-    draw.text((x + 16, y), name, fill=colour, font=font)
+    draw.text((x + _ARROW_WIDTH, y), name, fill=colour, font=font)
 
 
 def run_demo(
