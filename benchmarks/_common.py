@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from impure import defences
 from impure._util.atomic import atomic_write
 from impure.attacks import check_attack_names
 from impure.data import load_npz
@@ -26,7 +27,6 @@ from impure.evaluation import (
     choose_by_seed_means,
     evaluate,
     list_attacks,
-    resolve_purifier,
     seed_means,
     seed_means_table,
 )
@@ -236,8 +236,12 @@ def defence_specs(args: argparse.Namespace) -> list[DefenceSpec]:
         label = entry["label"] or default_label(entry["source"])
         noise_t = entry["noise_t"] or (None if entry["strengths"] else args.default_noise_t)
         chosen = entry["strengths"] or (None if entry["noise_t"] else args.default_strengths)
-        if noise_t and chosen:
-            raise ValueError(f"--purifier {entry['source']}: give --noise-t or --strengths, not both")
+        try:
+            defences.check_strength_or_noise_t(min(chosen) if chosen else None,
+                                                   noise_t[0] if noise_t else None,
+                                               names=("--strengths", "--noise-t"))
+        except ValueError as error:
+            raise ValueError(f"--purifier {entry['source']}: {error}") from None
         if noise_t:
             specs += [DefenceSpec(entry["source"], f"{label} t={image}/{feature}", noise_t=(image, feature))
                       for image, feature in noise_t]
@@ -253,17 +257,9 @@ def defence_specs(args: argparse.Namespace) -> list[DefenceSpec]:
 
 
 def load_defence(spec: DefenceSpec) -> nn.Module | None:
-    """The defence module of `spec` (None for "none"), at its noise timesteps or strength."""
-    defence, _ = resolve_purifier(spec.source)
-    if spec.noise_t is not None or spec.strength is not None:
-        if not hasattr(defence, "set_noise_t"):
-            raise ValueError(f"--noise-t and --strengths apply to IMPure purifiers; {spec.source!r} has no strength "
-                             "or noise timesteps")
-        if spec.noise_t is not None:
-            defence.set_noise_t(*spec.noise_t)
-        else:
-            defence.set_strength(spec.strength)
-    return defence
+    """The defence module of `spec` (None for "none"), at its noise timesteps or strength
+    (`impure.defences.load_defence`)."""
+    return defences.load_defence(spec.source, strength=spec.strength, noise_t=spec.noise_t)
 
 
 def prepare(args: argparse.Namespace, classifiers: list[str]) -> tuple[Path, list[DefenceSpec]] | None:

@@ -25,7 +25,8 @@ from _common import DATA, SHARED, WEIGHTS, names, positive_int
 
 from impure._util.atomic import atomic_write
 from impure.data import load_npz
-from impure.evaluation import AdaptiveReport, adaptive_evaluation, resolve_purifier
+from impure.defences import load_defence
+from impure.evaluation import AdaptiveReport, adaptive_evaluation
 from impure.formatting import percent
 
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     reports = {}
     for source, label in zip(args.purifier, labels, strict=True):
         print(f"== {args.classifier} + {label}: {args.limit} images from {args.start}", file=sys.stderr)
-        purifier, _ = resolve_purifier(source)
+        purifier = load_defence(source)
         report = adaptive_evaluation(
             args.classifier, subset, purifier, attacks=args.attacks, eot_samples=args.eot_samples,
             steps={"pgd": args.pgd_steps, "apgd-ce": args.apgd_steps},

@@ -35,9 +35,9 @@ from _common import SHARED, WEIGHTS, names
 
 from impure import Purifier
 from impure._util.atomic import atomic_write
-from impure.baselines import load_baseline
 from impure.classifiers import load_classifier
 from impure.data import load_npz
+from impure.defences.baselines import load_baseline
 from impure.metrics import psnr
 from impure.model.masking import lattice_group_ids
 

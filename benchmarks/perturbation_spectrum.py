@@ -32,9 +32,9 @@ from fidelity import BANDS, DATA, energy_share, radial_power
 from impure import Purifier
 from impure._util.atomic import atomic_write
 from impure.attacks import PGD
-from impure.baselines import load_baseline
 from impure.classifiers import resolve_classifier
 from impure.data import load_npz
+from impure.defences.baselines import load_baseline
 
 
 def accuracy(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:

@@ -27,7 +27,7 @@ from purifier_speed import cpu_name
 
 from impure import Purifier, tune_cpu_allocator
 from impure._util.atomic import atomic_write
-from impure.tiling import default_overlap, purify_tiled, tile_positions
+from impure.defences.tiling import default_overlap, purify_tiled, tile_positions
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

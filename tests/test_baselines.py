@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from impure.baselines import (
+from impure.classifiers import cifar_resnet20
+from impure.defences.baselines import (
     JPEG,
     BitDepthReduction,
     MedianFilter,
@@ -17,7 +18,6 @@ from impure.baselines import (
     list_baselines,
     load_baseline,
 )
-from impure.classifiers import cifar_resnet20
 
 
 @pytest.fixture(scope="module")

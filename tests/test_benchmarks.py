@@ -49,7 +49,7 @@ def test_purifier_options_qualify_the_purifier_before_them(bench, tmp_path):
     twice = bench.frontier.parse_args(["--purifier", str(run), "--purifier", str(run)])
     with pytest.raises(ValueError, match="labelled \\['run-a'\\]; give each --purifier its own --label"):
         bench.common.defence_specs(twice)
-    with pytest.raises(ValueError, match="'jpeg75' has no strength"):
+    with pytest.raises(ValueError, match="jpeg75 is a baseline"):
         bench.common.load_defence(spec("jpeg75", "jpeg75", 0.5))
 
 
@@ -64,7 +64,7 @@ def test_noise_timesteps_label_the_rows_absolutely(bench, tiny):
     assert bench.common.load_defence(spec(str(tiny), "x", noise_t=(80, 120))).noise_t == (80, 120)
     assert spec(str(tiny), "x", noise_t=(80, 120)).to_dict()["noise_t"] == (80, 120)
     both = bench.frontier.parse_args(["--purifier", str(tiny), "--noise-t", "80/120", "--strengths", "1"])
-    with pytest.raises(ValueError, match="give --noise-t or --strengths, not both"):
+    with pytest.raises(ValueError, match="give --strengths or --noise-t, not both"):
         bench.common.defence_specs(both)
 
 

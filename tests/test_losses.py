@@ -12,7 +12,9 @@ import torchvision
 from torch import nn
 
 from impure.classifiers import load_classifier
-from impure.losses import (
+from impure.training.builders import build_feature_loss
+from impure.training.config import FeatureSpec
+from impure.training.losses import (
     PAPER_FEATURE_NODES,
     ClassifierLoss,
     FeatureLoss,
@@ -21,8 +23,6 @@ from impure.losses import (
     PurificationLoss,
     paper_feature_loss,
 )
-from impure.training.builders import build_feature_loss
-from impure.training.config import FeatureSpec
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_total_is_the_weighted_sum_and_mixing_gates_the_feature_gradient(resnet2
     feature_only = PurificationLoss(None, features={"r20": features}, mixing_patch_size=4)
     terms = feature_only(purified, images, adversarial, generator=torch.Generator().manual_seed(1))
     terms["total"].backward()
-    from impure.mixing import patch_mixing_mask
+    from impure.training.mixing import patch_mixing_mask
 
     mask = patch_mixing_mask(8, 32, 32, 4, generator=torch.Generator().manual_seed(1)).expand_as(images)
     assert float(purified.grad[mask].abs().max()) == 0 and float(purified.grad[~mask].abs().sum()) > 0

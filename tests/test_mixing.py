@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from impure.mixing import mix_patches, patch_mixing_mask
+from impure.training.mixing import mix_patches, patch_mixing_mask
 
 
 def _patch_grid(mask: torch.Tensor, patch: int) -> torch.Tensor:

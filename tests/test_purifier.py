@@ -356,7 +356,7 @@ def test_non_square_and_larger_inputs_use_a_window_of_the_position_table():
 
 
 def test_too_large_input_names_the_largest_size():
-    with pytest.raises(ValueError, match=r"64x64.*impure\.tiling\.purify_tiled"):
+    with pytest.raises(ValueError, match=r"64x64.*impure\.defences\.purify_tiled"):
         tiny()(torch.rand(1, 3, 65, 32))
 
 

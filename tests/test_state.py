@@ -11,9 +11,9 @@ from impure import Purifier, PurifierConfig
 from impure._util.state import load_state_dict_strict, read_state_dict
 from impure.classifiers import CifarResNet, load_weights
 from impure.evaluation import resolve_classifier
-from impure.losses import paper_feature_loss
 from impure.training.builders import build_feature_loss
 from impure.training.config import FeatureSpec
+from impure.training.losses import paper_feature_loss
 
 
 def _without_first_key(state: dict) -> tuple[dict, str]:

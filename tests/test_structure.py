@@ -17,9 +17,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "impure.hub_files"),  # base helpers
     ("impure.config", "impure.model"),  # the network
     ("impure.hub", "impure.cards"),  # Hub I/O and model cards
-    ("impure.classifier", "impure.tiling", "impure.export"),  # PurifiedClassifier, and its export
-    ("impure.attacks", "impure.losses", "impure.mixing", "impure.classifiers", "impure.baselines"),
-    ("impure.evaluation", "impure.training"),
+    ("impure.classifier", "impure.export"),  # PurifiedClassifier, and its export
+    ("impure.attacks", "impure.classifiers", "impure.defences"),  # attacks, classifiers, defences by name
+    ("impure.evaluation", "impure.training", "impure.baselines", "impure.tiling", "impure.losses",
+     "impure.mixing"),  # and the old import paths of modules that moved (deprecated aliases)
     ("impure.cli", "impure.app", "impure.demo", "impure.__main__", "impure"),
 )
 

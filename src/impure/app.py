@@ -14,6 +14,7 @@ from torch import nn
 
 from .attacks import FGSM, PGD, attack_settings
 from .classifiers import bundled_classifier_card, resolve_classifier
+from .defences import load_defence
 from .demo import CIFAR10_CLASSES, DEFAULT_CLASSIFIER, DEFAULT_PURIFIER, load_demo_images, witness_note
 from .hub import Purifier
 from .hub_files import bundled_names
@@ -49,7 +50,10 @@ def sample_names() -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def _purifier(name: str) -> Purifier:
-    return Purifier.from_pretrained(name)
+    purifier = load_defence(name)
+    if not isinstance(purifier, Purifier):
+        raise ValueError(f"the app shows an IMPure purifier; {name} is not one")
+    return purifier
 
 
 @functools.lru_cache(maxsize=4)

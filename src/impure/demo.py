@@ -319,7 +319,7 @@ def run_demo(
     *,
     purifier: str | os.PathLike | Purifier = DEFAULT_PURIFIER,
     classifier: str | os.PathLike | nn.Module = DEFAULT_CLASSIFIER,
-    strength: float = 1.0,
+    strength: float | None = None,
     noise_t: tuple[int, int] | None = None,
     eps: float = 8 / 255,
     steps: int = 10,
@@ -337,7 +337,7 @@ def run_demo(
         classifier: an `nn.Module` (images in [0, 1] -> CIFAR-10 logits; moved to `device`) or a name that
             `impure.classifiers.resolve_classifier` accepts, e.g. a bundled one or a .safetensors file.
         strength: purification strength of a purifier loaded by name, relative to its saved noise timesteps
-            (see `Purifier.set_strength`); for a `Purifier` object set it yourself.
+            (see `Purifier.set_strength`; default 1, as saved); for a `Purifier` object set it yourself.
         noise_t: (image, feature) noise timesteps for a purifier loaded by name, instead of a strength (see
             `Purifier.set_noise_t`).
         eps: the PGD budget (L-inf, [0, 1] scale); the step is eps / 4, as in `impure evaluate`.
@@ -352,22 +352,19 @@ def run_demo(
     started = time.perf_counter()
     images, labels, source = load_demo_images(data, limit)  # bad input fails before the models load
     device = select_device(device)
-    if noise_t is not None and strength != 1:
-        raise ValueError("give strength or noise_t, not both")
     # The model and the evaluation load here, not when the module does, so that `impure --help` stays light.
+    from .defences import load_defence
     from .evaluation import evaluate
     from .hub import Purifier
 
     if isinstance(purifier, Purifier):
-        if strength != 1 or noise_t is not None:
-            raise ValueError("strength and noise_t apply to a purifier loaded by name; call purifier.set_strength() "
-                             "or set_noise_t() on a Purifier object instead")
         purifier_name = f"Purifier ({purifier.config.image_size} px, patch {purifier.config.patch_size})"
     else:
         purifier_name = str(purifier)
-        purifier = Purifier.from_pretrained(purifier).set_strength(strength)
-        if noise_t is not None:
-            purifier.set_noise_t(*noise_t)
+    purifier = load_defence(purifier, strength=strength, noise_t=noise_t)
+    if not isinstance(purifier, Purifier):
+        raise ValueError(f"the demo shows an IMPure purifier; {purifier_name} is not one (see `impure evaluate` "
+                         "for baselines)")
     model, classifier_name = resolve_classifier(classifier)
     seconds = {"loading": time.perf_counter() - started}
     # Grey-box, as `impure evaluate` measures it: PGD on the bare classifier (made once, shared through the
@@ -385,7 +382,8 @@ def run_demo(
                    "purified_attacked": defended["grey-box/pgd/prediction"]}
     return DemoResult(
         source=source, purifier=purifier_name, classifier=classifier_name, device=str(device), eps=eps,
-        alpha=attack_settings("pgd", eps, steps)["alpha"], steps=steps, strength=strength, labels=labels,
+        alpha=attack_settings("pgd", eps, steps)["alpha"], steps=steps, strength=1.0 if strength is None else strength,
+        labels=labels,
         predictions=predictions, seconds=seconds,
         **{f"{name}_correct": predicted == labels for name, predicted in predictions.items()},
         **{key: defended[f"grey-box/pgd/{key}"] for key in ("perturbation_linf", "perturbation_l2",

@@ -86,7 +86,8 @@ def _size(purifier: nn.Module, image_size: int | tuple[int, int] | None) -> tupl
         raise ExportError(f"image_size must be a positive side or (height, width), got {image_size!r}")
     if max(height, width) > largest:
         raise ExportError(f"image_size {height}x{width} exceeds the largest size this purifier takes, {largest} px "
-                          "per side; export at a size it supports and tile larger images (impure.tiling)")
+                          "per side; export at a size it supports and tile larger images "
+                          "(impure.defences.purify_tiled)")
     return height, width
 
 

@@ -23,8 +23,8 @@ DEVICE_HELP = "auto, cuda, cuda:N, mps or cpu (default auto)"
 DTYPE_HELP = "precision of the models: auto is bf16 (or fp16) on a GPU and fp32 on the CPU (default {default})"
 SEED_HELP = "random seed of the purifier's noise and the attacks' starts, for a repeatable run (default 0)"
 NO_PROGRESS_HELP = "hide the progress bars"
-STRENGTH_HELP = ("purification strength, relative: scales the noise timesteps of a noise-mode purifier (1 = the "
-                 "purifier's own setting, lower keeps more detail, higher removes more)")
+STRENGTH_HELP = ("purification strength, relative: scales the noise timesteps of a noise-mode purifier (default 1 = "
+                 "the purifier's own setting; lower keeps more detail, higher removes more)")
 NOISE_T_HELP = ("purify at these image/feature noise timesteps instead of --strength, e.g. 80/120 (absolute; "
                 "default: the purifier's own)")
 PURIFIER_HELP = ("bundled name (impure/cifar10, impure/cifar10-robust, impure/cifar10-s), folder or Hub id of the "
@@ -145,27 +145,33 @@ def add_eps(parser: argparse.ArgumentParser, default: float | None = 8 / 255, as
                         help=f"ℓ∞ budget on the [0, 1] scale, e.g. 8/255 (usually {USUAL_EPS}){shown}")
 
 
-def add_purifier_options(parser: argparse.ArgumentParser, default: str | None) -> None:
-    """--purifier (with `default`; None: no purifier unless given), --strength and --noise-t; `check_parsed`
-    refuses both of the last two."""
+def add_purifier_options(parser: argparse.ArgumentParser, default: str | None, baselines: bool = False) -> None:
+    """--purifier (with `default`; None: no purifier unless given; `baselines`: a baseline name too), --strength
+    and --noise-t; `check_parsed` refuses both of the last two."""
     shown = f" (default {default})" if default else " (default: none)"
-    parser.add_argument("--purifier", default=default, help=PURIFIER_HELP + shown)
-    parser.add_argument("--strength", type=strength_argument, default=1.0, help=STRENGTH_HELP)
+    also = "; or a baseline: jpegQ, bitsB, medianK (e.g. jpeg75, bits4, median3)" if baselines else ""
+    parser.add_argument("--purifier", default=default, help=PURIFIER_HELP + also + shown)
+    parser.add_argument("--strength", type=strength_argument, help=STRENGTH_HELP)
     parser.add_argument("--noise-t", type=noise_t_argument, metavar="I/F", help=NOISE_T_HELP)
     parser.set_defaults(command_parser=parser)
 
 
 def load_purifier(args: argparse.Namespace, **load: Any) -> Any:
-    """The `--purifier` at `--strength` or at `--noise-t` (`check_parsed` refused both), loaded by
-    `Purifier.from_pretrained(args.purifier, **load)`."""
-    from ..hub import Purifier
+    """The `--purifier` at `--strength` or at `--noise-t`, by `impure.defences.load_defence(args.purifier,
+    **load)` (None for no defence)."""
+    from impure.defences import load_defence
 
-    purifier = Purifier.from_pretrained(args.purifier, **load).set_strength(args.strength)
-    return purifier if args.noise_t is None else purifier.set_noise_t(*args.noise_t)
+    return load_defence(args.purifier, strength=args.strength, noise_t=args.noise_t, **load)
 
 
 def check_parsed(args: argparse.Namespace) -> None:
     """What one option cannot check alone, as usage errors (exit status 2): --strength and --noise-t together."""
+    from impure.defences.loading import check_strength_or_noise_t
+
     parser = getattr(args, "command_parser", None)
-    if parser is not None and args.noise_t is not None and args.strength != 1:
-        parser.error("give --strength or --noise-t, not both")
+    if parser is None:
+        return
+    try:
+        check_strength_or_noise_t(args.strength, args.noise_t, names=("--strength", "--noise-t"))
+    except ValueError as error:
+        parser.error(str(error))

@@ -12,7 +12,7 @@ from torch import nn
 from impure._util.checks import check_images, check_integer, check_labels
 from impure._util.versions import import_torchvision
 from impure.classifiers.lookup import Normalized, resolve_classifier
-from impure.hub import Purifier
+from impure.defences import is_baseline_name, load_defence
 from impure.model import PurifierModel
 
 __all__ = ["TORCHVISION_DATASETS", "Normalized", "describe", "load_data", "noise_timesteps", "resolve_classifier",
@@ -126,26 +126,24 @@ def _load_torchvision(
 
 # --------------------------------------------------------------------------------------------------
 # classifiers
-def resolve_purifier(purifier: Any, dtype: torch.dtype | None = None) -> tuple[nn.Module | None, str]:
+def resolve_purifier(purifier: Any, dtype: torch.dtype | None = None, *, strength: float | None = None,
+                     noise_t: tuple[int, int] | None = None) -> tuple[nn.Module | None, str]:
     """Turn a defence argument into an `nn.Module` (or None for no defence) and a description.
 
     Args:
         purifier: None or "none"; an `nn.Module`; a baseline name ("jpeg75", "bits4", "median3"); or a
-            name or folder for `Purifier.from_pretrained` (e.g. "impure/cifar10-s").
+            name or folder for `Purifier.from_pretrained` (e.g. "impure/cifar10-s"): see
+            `impure.defences.load_defence`, which loads it.
         dtype: the dtype of a purifier loaded by name (default: as saved).
+        strength: its strength (`Purifier.set_strength`), or
+        noise_t: its (image, feature) noise timesteps (`Purifier.set_noise_t`).
     """
-    if purifier is None or (isinstance(purifier, str) and purifier.lower() in ("none", "")):
+    defence = load_defence(purifier, dtype=dtype, strength=strength, noise_t=noise_t)
+    if defence is None:
         return None, "none"
     if isinstance(purifier, nn.Module):
-        return purifier, describe(purifier)
-    if not isinstance(purifier, str | os.PathLike):
-        raise TypeError(f"purifier must be None, an nn.Module, or a name/path, got {type(purifier).__name__}")
-    from impure.baselines import is_baseline_name, load_baseline
-
-    spec = str(purifier)
-    if is_baseline_name(spec):
-        return load_baseline(spec), spec.lower()
-    return Purifier.from_pretrained(spec, dtype=dtype).eval(), spec
+        return defence, describe(defence)
+    return defence, str(purifier).lower() if is_baseline_name(str(purifier)) else str(purifier)
 
 
 def noise_timesteps(defence: nn.Module | None) -> list[int] | None:

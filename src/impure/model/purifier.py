@@ -368,7 +368,7 @@ class PurifierModel(nn.Module):
             raise ValueError(
                 f"images of size {height}x{width} (padded to {padded_h}x{padded_w}) exceed the largest size "
                 f"this purifier supports, {largest}x{largest} pixels (twice its image_size "
-                f"{self.config.image_size}); purify them tile by tile with impure.tiling.purify_tiled (as "
+                f"{self.config.image_size}); purify them tile by tile with impure.defences.purify_tiled (as "
                 "`impure purify` does), resize them, or use a purifier with a larger image_size"
             )
         if (padded_h, padded_w) == (height, width):

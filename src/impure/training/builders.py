@@ -8,7 +8,8 @@ from torch import nn
 from impure._util.state import load_state_dict_strict, read_state_dict
 from impure._util.versions import import_torchvision
 from impure.config import PurifierConfig
-from impure.losses import (
+from impure.training.config import AttackSpec, FeatureSpec, LossConfig, NetworkSpec
+from impure.training.losses import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClassifierLoss,
@@ -19,7 +20,6 @@ from impure.losses import (
     freeze,
     torchvision_pretrained_state,
 )
-from impure.training.config import AttackSpec, FeatureSpec, LossConfig, NetworkSpec
 
 __all__ = ["build_attack", "build_feature_loss", "build_loss", "load_frozen_classifier", "load_logits_classifier"]
 

@@ -134,7 +134,7 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Weights and networks of `impure.losses.PurificationLoss`."""
+    """Weights and networks of `impure.training.losses.PurificationLoss`."""
 
     pixel_weight: float = 1.0
     pixel_space: str = "normalized"  # "normalized" (the purifier's mean/std, the paper's) or "pixel"
