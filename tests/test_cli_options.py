@@ -21,8 +21,8 @@ SHARED = {
     "--eps": ("make-adversarial", "evaluate", "demo"),
     "--classifier-weights": ("make-adversarial", "evaluate", "export"),
     "--purifier": ("purify", "evaluate", "export", "demo"),
-    "--strength": ("purify", "export", "demo"),
-    "--noise-t": ("purify", "export", "demo"),
+    "--strength": ("purify", "evaluate", "export", "demo"),
+    "--noise-t": ("purify", "evaluate", "export", "demo"),
     "--dtype": ("purify", "evaluate"),
 }
 
@@ -68,6 +68,8 @@ def test_shared_options_are_spelled_and_explained_the_same(option, capsys):
     (["make-adversarial", "d", "-o", "out", "--classifier", "c", "--eps", "2"], "did you mean 2/255?"),
     (["purify", "x.png"], "the following arguments are required: -o/--output"),
     (["evaluate", "--classifier", "c", "--data", "d", "--bogus"], "unrecognized arguments: --bogus"),
+    (["evaluate", "--classifier", "c", "--data", "d", "--strength", "2", "--noise-t", "8/12"], "not both"),
+    (["evaluate", "--classifier", "c", "--data", "d", "-o", "r", "--resume", "--force"], "not allowed with"),
 ])
 def test_every_usage_error_exits_2_with_its_message(argv, message, capsys):
     with pytest.raises(SystemExit) as caught:

@@ -13,11 +13,11 @@ from PIL import Image
 from torch import nn
 
 from impure import Purifier, PurifierConfig
-from impure.baselines import JPEG
 from impure.classifiers import CifarResNet, cifar_resnet20
 from impure.cli import main
 from impure.cli.options import eps_argument as parse_eps
 from impure.data import load_npz
+from impure.defences.baselines import JPEG
 from impure.evaluation import (
     EvaluationResult,
     attack_settings,
@@ -162,9 +162,9 @@ def test_adversarial_cache_is_shared_across_defences(model, data):
 def test_clean_purification_is_reused_and_only_correct_images_are_attacked_through_the_defence(model, data):
     defence = Recording()
     evaluate(model, data, defence, attacks=["fgsm", "pgd"], threat="grey-box", **FAST)
-    # warm-up, one call per batch of 16 in the clean pass, the stochasticity probe, then P(x_adv) only:
+    # the stochasticity probe, warm-up, one call per batch of 16 in the clean pass, then P(x_adv) only:
     # the attacks reuse the clean pass's P(x).
-    assert defence.sizes == [16, 16, 16, 4, 4] + [16, 16] * 2
+    assert defence.sizes == [4, 4, 16, 16, 16] + [16, 16] * 2
     images, labels = data[0][:16], data[1][:16].clone()
     labels[:5] = (labels[:5] + 1) % 10  # five images the defended classifier cannot get right
     defence.sizes.clear()
@@ -172,7 +172,7 @@ def test_clean_purification_is_reused_and_only_correct_images_are_attacked_throu
     right = round(white.defended_accuracy * 16)
     assert 0 < right <= 11
     # FGSM makes one pass through the defence, over the images it classifies correctly when clean.
-    assert defence.sizes == [16, 16, 4, 4, right, 16]
+    assert defence.sizes == [4, 4, 16, 16, right, 16]
     entry = white.attacks[0]
     assert 0 < entry.perturbation_linf <= EPS + 1e-6 and entry.robust_accuracy <= white.defended_accuracy
     # Residuals cover the attacked images: P scales the perturbation by 0.9.

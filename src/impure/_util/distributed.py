@@ -1,14 +1,19 @@
-"""Process-group set-up for `torchrun`: NCCL on GPUs, gloo on the CPU; a single process needs none."""
+"""Process-group set-up for `torchrun` (NCCL on GPUs, gloo on the CPU; a single process needs none), and what
+training, evaluation and purification do with it: split work by rank, gather results, agree on a value."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "init_distributed"]
+__all__ = ["DistributedContext", "current_context", "init_distributed"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,6 +56,26 @@ class DistributedContext:
         if self.enabled:
             dist.barrier()
 
+    def share(self, items: Sequence[T]) -> list[T]:
+        """This process's share of `items`: every `world_size`-th one from its rank (all of them when alone)."""
+        return list(items[self.rank :: self.world_size])
+
+    def gather(self, value: Any) -> list[Any]:
+        """`value` from every process, in rank order, on every process (`[value]` when alone); any picklable."""
+        if not self.enabled:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def agree(self, value: T) -> T:
+        """Rank 0's `value` on every process (e.g. a seed drawn at random)."""
+        if not self.enabled:
+            return value
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
     def close(self) -> None:
         """End the process group if this context created it."""
         if self.owns_group and dist.is_initialized():
@@ -74,3 +99,12 @@ def init_distributed(device_type: str) -> DistributedContext:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, owns_group=owns)
+
+
+def current_context() -> DistributedContext:
+    """This process's place in a process group that is already set up (by `init_distributed` or the caller), or
+    a single process's context when there is none: how library functions find out that they run sharded."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return DistributedContext()
+    return DistributedContext(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                              world_size=dist.get_world_size())

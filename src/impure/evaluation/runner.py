@@ -5,18 +5,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from impure._util.atomic import atomic_path
 from impure._util.checks import check_integer
+from impure._util.distributed import DistributedContext, current_context
 from impure._util.modes import eval_mode
 from impure.attacks.eot import DEFAULT_EOT_SAMPLES, adaptive_target
 from impure.attacks.registry import DEFAULT_ATTACKS, attack_settings, build_attack, check_attack_names
@@ -30,6 +34,7 @@ __all__ = ["DEFAULT_EOT_SAMPLES", "THREATS", "EvaluationSettings", "evaluate"]
 THREATS = ("grey-box", "white-box", "bpda")
 _THREAT_SETS = {"both": ("grey-box", "white-box"), "all": THREATS}
 _PSNR_CAP = 100.0  # dB given to an image the defence leaves unchanged, so the mean stays finite
+_KEPT_BYTES = 2 * 2**30  # purified clean images kept between the passes; beyond it they are purified again
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,9 @@ def evaluate(
     data_root: str | os.PathLike | None = None,
     classifier_weights: str | os.PathLike | None = None,
     adversarial_cache: dict | None = None,
+    strength: float | None = None,
+    noise_t: tuple[int, int] | None = None,
+    partial_dir: str | os.PathLike | None = None,
     **overrides: Any,
 ) -> EvaluationResult:
     """Measure clean and robust accuracy of `classifier` behind `purifier` under ℓ∞ attacks.
@@ -101,9 +109,14 @@ def evaluate(
         image_size: resize image-folder data to this side.
         data_root: where torchvision datasets are kept (default ~/.cache/impure/datasets).
         classifier_weights: weights file for a classifier given by architecture name.
+        strength: for a purifier given by name, purify at this multiple of its saved noise timesteps.
+        noise_t: for a purifier given by name, purify at these (image, feature) noise timesteps instead.
         adversarial_cache: a dict that stores the adversarial examples made on the bare classifier (grey-box
             and no defence); pass the same dict to several calls with the same classifier and data, e.g.
             to compare defences, and each such attack runs once.
+        partial_dir: a folder for per-batch partial results: each finished batch of each pass is saved there
+            (atomically), and a later call with the same models, data and settings reuses them, so that an
+            interrupted evaluation resumes where it stopped and ends with the same result. Needs a fixed `seed`.
 
     Other Parameters:
         attacks: attack names (see `impure.evaluation.list_attacks()`); default the paper's nine.
@@ -136,9 +149,11 @@ def evaluate(
     threats, names, options = settings.check()
     dev = select_device(device)
     model, classifier_name = resolve_classifier(classifier, classifier_weights)
-    defence, defence_name = resolve_purifier(purifier, dtype=select_dtype(settings.dtype, dev))
+    defence, defence_name = resolve_purifier(purifier, dtype=select_dtype(settings.dtype, dev), strength=strength,
+                                             noise_t=noise_t)
     images, labels, data_name = load_data(data, limit=settings.limit, image_size=image_size, data_root=data_root)
-    base_seed = settings.seed if settings.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+    shard = current_context()
+    base_seed = shard.agree(settings.seed if settings.seed is not None else int(torch.randint(0, 2**31 - 1, ())))
     attack_config = {name: attack_settings(name, settings.eps, **_attack_kwargs(settings, options, name))
                      for name in names}
     size = settings.batch_size
@@ -148,16 +163,26 @@ def evaluate(
         torch.cuda.reset_peak_memory_stats(dev)
 
     modules = [m for m in (model, defence) if m is not None]
-    total = len(batches) * (1 + len(runs) * len(names))
+    own = shard.share(range(len(batches)))
+    total = len(own) * (1 + len(runs) * len(names))
     with (eval_mode(*modules), _forked_rng(dev),
-          tqdm(total=total, desc="evaluate", unit="batch", disable=not settings.progress) as bar):
+          tqdm(total=total, desc="evaluate", unit="batch", disable=not settings.progress or not shard.is_main)
+          as bar):  # fmt: skip
         for module in modules:
             module.to(dev)
-        run = _Run(model, defence, batches, base_seed, dev, bar)
-        clean = run.clean_pass()
         stochastic = defence is not None and _is_stochastic(defence, batches[0][0][:4].to(dev), base_seed)
-        run.resubmissions = settings.resubmissions if stochastic else 0
         eot = (settings.eot_samples or DEFAULT_EOT_SAMPLES) if stochastic else 1
+        store = None
+        if partial_dir is not None:
+            identity = {"classifier": classifier_name, "defence": defence_name, "data": data_name,
+                        "images": len(images), "seed": base_seed,
+                        "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "progress"},
+                        "attacks": attack_config, "eot": eot, "noise_t": noise_timesteps(defence),
+                        "weights": [_weights_digest(module) for module in modules]}  # fmt: skip
+            store = _PartialStore(Path(partial_dir), identity)
+        run = _Run(model, defence, batches, base_seed, dev, bar, shard, store)
+        run.resubmissions = settings.resubmissions if stochastic else 0
+        clean = run.clean_pass()
         cache_id = (classifier_name, data_name, len(images), size, base_seed)
         results, robust, examples = _attack_passes(run, runs, names, settings, options, attack_config, eot,
                                                    clean["defended_correct"], adversarial_cache, cache_id)
@@ -221,12 +246,15 @@ def _copy_to_other_threats(threats: tuple[str, ...], ran: str, names: list[str],
 
 
 class _Run:
-    """The batches of one evaluation and the passes over them."""
+    """The batches of one evaluation and the passes over them: this process's share of the batches, each
+    pass's per-batch records (from `store` when an earlier run saved them), gathered from every process."""
 
     def __init__(self, model: nn.Module, defence: nn.Module | None, batches: list, seed: int,
-                 device: torch.device, bar: tqdm) -> None:  # fmt: skip
+                 device: torch.device, bar: tqdm, shard: DistributedContext,
+                 store: _PartialStore | None) -> None:  # fmt: skip
         self.model, self.defence, self.batches = model, defence, batches
-        self.seed, self.device, self.bar = seed, device, bar
+        self.seed, self.device, self.bar, self.shard, self.store = seed, device, bar, shard, store
+        self.own = shard.share(range(len(batches)))  # the batches this process evaluates
         self.purified_clean: dict[int, torch.Tensor] = {}  # batch -> P(x) of the clean pass, reused by attacks
         self.resubmissions = 0  # extra independent purifications of each adversarial image
         self.per_image: dict[str, torch.Tensor] = {}  # see EvaluationResult.per_image
@@ -238,40 +266,74 @@ class _Run:
         torch.manual_seed(_derive(self.seed, "purify", batch))
         return self.defence(images)
 
+    def _records(self, stage: str, compute: Any) -> list[dict[str, Any]]:
+        """`compute(batch)` for each of this process's batches (or its saved record), gathered from all processes:
+        the records of every batch, in batch order."""
+        records = {}
+        for index in self.own:
+            record = self.store.load(stage, index) if self.store else None
+            if record is None:
+                record = compute(index)
+                if self.store:
+                    self.store.save(stage, index, record)
+            records[index] = record
+            self.bar.update()
+        merged = {index: record for part in self.shard.gather(records) for index, record in part.items()}
+        return [merged[index] for index in range(len(self.batches))]
+
+    @torch.no_grad()
+    def _clean_batch(self, index: int) -> dict[str, Any]:
+        images = self.batches[index][0].to(self.device)
+        start = _now(self.device)
+        bare = self.model(images).argmax(dim=1)
+        middle = _now(self.device)
+        purified = self.purify(images, index)
+        defended = self.model(purified).argmax(dim=1)
+        end = _now(self.device)
+        self._keep_purified(index, purified)
+        return {"bare": bare.cpu(), "defended": defended.cpu(), "bare_seconds": middle - start,
+                "defended_seconds": end - middle, "psnr": psnr(purified, images).clamp(max=_PSNR_CAP).cpu()}
+
+    def _keep_purified(self, index: int, purified: torch.Tensor) -> None:
+        """Keep P(x) of batch `index` for the attack passes while they fit in `_KEPT_BYTES` (ImageNet's 50,000
+        validation images would take 30 GB); the rest is purified again, with the same noise, when needed."""
+        kept = sum(tensor.nbytes for tensor in self.purified_clean.values())
+        if self.defence is not None and kept + purified.nbytes <= _KEPT_BYTES:
+            self.purified_clean[index] = purified.cpu()
+
+    @torch.no_grad()
+    def _purified_clean(self, index: int, images: torch.Tensor) -> torch.Tensor:
+        """P(x) of batch `index` as the clean pass made it (made again, with its noise, if it was not kept)."""
+        if self.defence is None:
+            return images
+        if index not in self.purified_clean:
+            purified = self.purify(images, index)
+            self._keep_purified(index, purified)
+            return purified
+        return self.purified_clean[index].to(self.device)
+
     @torch.no_grad()
     def clean_pass(self) -> dict[str, Any]:
         """Accuracy with and without the defence, PSNR of P(x), and inference throughput."""
         self.bar.set_postfix_str("clean")
-        warm = self.batches[0][0].to(self.device)
-        self.model(self.purify(warm, 0))  # first calls set up kernels; keep them out of the timings
-        bare, defended, quality = [], [], []  # predicted classes
-        bare_seconds = defended_seconds = 0.0
-        for index, (images, labels) in enumerate(self.batches):
-            images, labels = images.to(self.device), labels.to(self.device)
-            start = _now(self.device)
-            bare.append(self.model(images).argmax(dim=1))
-            middle = _now(self.device)
-            purified = self.purify(images, index)
-            defended.append(self.model(purified).argmax(dim=1))
-            end = _now(self.device)
-            bare_seconds, defended_seconds = bare_seconds + middle - start, defended_seconds + end - middle
-            quality.append(psnr(purified, images).clamp(max=_PSNR_CAP))
-            if self.defence is not None:
-                self.purified_clean[index] = purified.cpu()
-            self.bar.update()
+        if self.own:
+            warm = self.batches[self.own[0]][0].to(self.device)
+            self.model(self.purify(warm, 0))  # first calls set up kernels; keep them out of the timings
+        records = self._records("clean", self._clean_batch)
         count = sum(len(b[1]) for b in self.batches)
-        labels = torch.cat([b[1] for b in self.batches]).to(self.device)
-        bare_predictions, defended_predictions = torch.cat(bare), torch.cat(defended)
+        labels = torch.cat([b[1] for b in self.batches])
+        bare_predictions = torch.cat([record["bare"] for record in records])
+        defended_predictions = torch.cat([record["defended"] for record in records])
         defended_correct = defended_predictions == labels
-        self.per_image.update(labels=labels.cpu(), clean_prediction=bare_predictions.cpu(),
-                              defended_prediction=defended_predictions.cpu())
+        self.per_image.update(labels=labels.cpu(), clean_prediction=bare_predictions,
+                              defended_prediction=defended_predictions)
         return {
             "clean_accuracy": float((bare_predictions == labels).float().mean()),
             "defended_accuracy": float(defended_correct.float().mean()),
             "defended_correct": defended_correct,
-            "psnr": None if self.defence is None else float(torch.cat(quality).mean()),
-            "classifier_images_per_second": count / max(bare_seconds, 1e-9),
-            "images_per_second": count / max(defended_seconds, 1e-9),
+            "psnr": None if self.defence is None else float(torch.cat([r["psnr"] for r in records]).mean()),
+            "classifier_images_per_second": count / max(sum(r["bare_seconds"] for r in records), 1e-9),
+            "images_per_second": count / max(sum(r["defended_seconds"] for r in records), 1e-9),
         }
 
     def attack_pass(self, attack: Any, threat: str, name: str, defended_correct: torch.Tensor, keep: int,
@@ -286,11 +348,11 @@ class _Run:
         The residual and perturbation statistics cover the attacked images.
         """
         self.bar.set_postfix_str(f"{threat} {name}")
-        robust, every_draw, predictions, norms, kept = [], [], [], [], {}
-        start = time.perf_counter()
         ends = torch.tensor([len(b[1]) for b in self.batches]).cumsum(0).tolist()
-        for index, (images, labels) in enumerate(self.batches):
-            images, labels = images.to(self.device), labels.to(self.device)
+
+        def attack_batch(index: int) -> dict[str, Any]:
+            start = time.perf_counter()
+            images, labels = (tensor.to(self.device) for tensor in self.batches[index])
             attacked = defended_correct[ends[index] - len(labels) : ends[index]].to(self.device)
             if on_bare:
                 attacked = torch.ones_like(attacked)
@@ -305,24 +367,28 @@ class _Run:
                     cache[(*key, index)] = adversarial.cpu()
             with torch.no_grad():
                 # The same noise as the clean pass, so the same P(x): reuse it rather than purify again.
-                purified_clean = self.purified_clean[index].to(self.device) if self.defence is not None else images
+                purified_clean = self._purified_clean(index, images)
                 purified = self.purify(adversarial, index)
-                predictions.append(self.model(purified).argmax(dim=1).cpu())
-                robust.append(predictions[-1] == labels.cpu())
-                every_draw.append(robust[-1] & self._survives_resubmission(adversarial, labels, threat, name, index))
+                prediction = self.model(purified).argmax(dim=1).cpu()
+                robust = prediction == labels.cpu()
+                every_draw = robust & self._survives_resubmission(adversarial, labels, threat, name, index)
             residual, perturbation = purified - purified_clean, adversarial - images
-            norms.append(torch.stack([linf_norm(perturbation), l2_norm(perturbation), linf_norm(residual),
-                                      l2_norm(residual), attacked.float()], dim=1).cpu())
+            record = {"prediction": prediction, "robust": robust, "every_draw": every_draw,
+                      "norms": torch.stack([linf_norm(perturbation), l2_norm(perturbation), linf_norm(residual),
+                                            l2_norm(residual), attacked.float()], dim=1).cpu()}  # fmt: skip
             if index == 0 and keep:
-                kept = {"clean": images[:keep].cpu(), "adversarial": adversarial[:keep].cpu(),
-                        "purified_clean": purified_clean[:keep].cpu(), "purified": purified[:keep].cpu(),
-                        "residual": residual[:keep].cpu()}  # fmt: skip
-            self.bar.update()
-        robust_all = torch.cat(robust) & defended_correct.cpu()
-        every_draw_all = torch.cat(every_draw) & defended_correct.cpu()
-        norms = torch.cat(norms)
+                record["kept"] = {"clean": images[:keep].cpu(), "adversarial": adversarial[:keep].cpu(),
+                                  "purified_clean": purified_clean[:keep].cpu(), "purified": purified[:keep].cpu(),
+                                  "residual": residual[:keep].cpu()}  # fmt: skip
+            record["seconds"] = time.perf_counter() - start
+            return record
+
+        records = self._records(f"{threat}/{name}", attack_batch)
+        robust_all = torch.cat([r["robust"] for r in records]) & defended_correct.cpu()
+        every_draw_all = torch.cat([r["every_draw"] for r in records]) & defended_correct.cpu()
+        norms = torch.cat([r["norms"] for r in records])
         prefix = f"{threat}/{name}/"
-        self.per_image[prefix + "prediction"] = torch.cat(predictions)
+        self.per_image[prefix + "prediction"] = torch.cat([r["prediction"] for r in records])
         for column, key in enumerate(("perturbation_linf", "perturbation_l2", "residual_linf", "residual_l2")):
             self.per_image[prefix + key] = norms[:, column]
         chosen = norms[norms[:, 4] > 0]  # the attacked images
@@ -333,11 +399,10 @@ class _Run:
             residual_linf=0.0 if none_attacked else float(linf.mean()),
             residual_l2=0.0 if none_attacked else float(l2.mean()),
             perturbation_linf=0.0 if none_attacked else float(perturbation.max()),
-            seconds=time.perf_counter() - start,
+            seconds=sum(r["seconds"] for r in records),
             robust_every_draw=float(every_draw_all.float().mean()) if self.resubmissions else None,
         )  # fmt: skip
-        return entry, robust_all, kept
-
+        return entry, robust_all, records[0].get("kept", {})
 
     @torch.no_grad()
     def _survives_resubmission(self, adversarial: torch.Tensor, labels: torch.Tensor, threat: str, name: str,
@@ -392,6 +457,36 @@ def _check_arguments(eps: float, batch_size: int, eot_samples: int | None, keep_
         check_integer(name, value, low)
     if eot_samples is not None:
         check_integer("eot_samples", eot_samples)
+
+
+class _PartialStore:
+    """Per-batch records of one evaluation, saved atomically in a subfolder named by a digest of everything that
+    decides them (models' weights, data, seed, settings): records of another evaluation are never read."""
+
+    def __init__(self, folder: Path, identity: dict[str, Any]) -> None:
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+        self.folder = folder / digest
+
+    def _path(self, stage: str, index: int) -> Path:
+        return self.folder / f"{stage.replace('/', '--')}-{index:06d}.pt"
+
+    def load(self, stage: str, index: int) -> dict[str, Any] | None:
+        path = self._path(stage, index)
+        return torch.load(path, weights_only=True) if path.is_file() else None
+
+    def save(self, stage: str, index: int, record: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self._path(stage, index)) as temporary:
+            torch.save(record, temporary)
+
+
+def _weights_digest(module: nn.Module) -> str:
+    """A digest of a module's parameters and buffers (its class name when it has none, as the baselines)."""
+    digest = hashlib.sha256(type(module).__name__.encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _derive(seed: int, *keys: Any) -> int:

@@ -21,6 +21,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from tqdm.auto import tqdm
 
 from impure._util.atomic import atomic_write
+from impure._util.distributed import DistributedContext, init_distributed
 from impure._util.modes import eval_mode
 from impure._util.rng import batch_slice
 from impure._util.state import load_state_dict_strict
@@ -30,12 +31,11 @@ from impure.config import PurifierConfig
 from impure.data import AdversarialShards, fetch_batch, open_dataset
 from impure.device import cpu_features, select_device, select_dtype, tune_cpu_allocator
 from impure.hub import Purifier
-from impure.losses import PurificationLoss
 from impure.training.batches import BatchPlan, augment
 from impure.training.builders import build_attack, build_loss, load_frozen_classifier, load_logits_classifier
 from impure.training.checkpoint import atomic_save, config_differences, load_checkpoint
 from impure.training.config import TrainConfig
-from impure.training.distributed import DistributedContext, init_distributed
+from impure.training.losses import PurificationLoss
 from impure.training.optim import build_optimizer, build_scheduler
 from impure.training.validation import validate
 
