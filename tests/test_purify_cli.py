@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from PIL import Image
 
 from impure import Purifier, PurifierConfig
 from impure.cli import main
-from impure.tiling import default_overlap, purify_tiled, tile_positions
+from impure.defences.tiling import default_overlap, purify_tiled, tile_positions
 
 
 @pytest.fixture()
@@ -260,3 +263,23 @@ def test_resume_skips_complete_outputs_and_ends_with_the_uninterrupted_files(tmp
     assert {p.relative_to(part).as_posix() for p in part.rglob("*.png")} == files
     for name in files:
         assert (part / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_share_the_files_and_write_the_same_bytes(tmp_path, purifier_folder,
+                                                                               image_folder):
+    """Each rank purifies every second file; the outputs equal one process's, byte for byte, and the unreadable
+    file of rank 1's share is listed in the one report that rank 0 writes, with exit status 1."""
+    args = [str(image_folder), "--purifier", str(purifier_folder), "--device", "cpu", "--no-progress"]
+    assert main(["purify", *args, "-o", str(tmp_path / "one")]) == 1  # broken.png
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "impure",
+               "purify", *args, "-o", str(tmp_path / "two")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600)
+    assert done.returncode != 0 and "exitcode  : 1" in done.stderr  # torchrun reports the ranks' status 1
+    assert done.stdout.count("purified 6 image(s)") == 1 and done.stdout.count("failed: ") == 1
+    one, two = tmp_path / "one", tmp_path / "two"
+    files = sorted(p.relative_to(one).as_posix() for p in one.rglob("*.png"))
+    assert len(files) == 6 and files == sorted(p.relative_to(two).as_posix() for p in two.rglob("*.png"))
+    assert all((one / name).read_bytes() == (two / name).read_bytes() for name in files)
+    assert json.loads((two / "purify-report.json").read_text()) == json.loads((one / "purify-report.json").read_text())

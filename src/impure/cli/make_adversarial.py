@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write (adversarial, clean, label) shards for fine-tuning",
         description="Attack the images of DATA (an .npz, the CIFAR-10 JPEG archive or an image folder) "
                     "against a classifier and write the triples to OUTPUT as .npy shards plus manifest.json. "
-                    "Rerunning the same command continues an interrupted run.",
+                    "Rerunning the same command continues an interrupted run. Under torchrun each process attacks "
+                    "its share of the shards, and the files are those one process writes.",
     )
     parser.add_argument("data", help="clean labelled images")
     options.add_output(parser, "the shards and manifest.json into this folder", required=True, metavar="DIR")
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
     from torch.utils.data import Subset
 
+    from impure._util.distributed import init_distributed
     from impure.data import open_dataset
     from impure.device import select_device
     from impure.training.adversarial import make_adversarial_dataset
@@ -67,9 +69,14 @@ def run(args: argparse.Namespace) -> int:
     description = {"source": str(args.data), "limit": args.limit, "classifier": args.classifier,
                    "weights": None if args.classifier_weights is None else str(args.classifier_weights),
                    "attack": {"name": spec.name, **spec.options}}
-    output = make_adversarial_dataset(dataset, build_attack(spec, classifier), args.output,
-                                      description=description, shard_size=args.shard_size,
-                                      batch_size=args.batch_size, seed=args.seed, device=device,
-                                      force=args.force, progress=not args.no_progress)
-    print(f"wrote {len(dataset)} adversarial examples to {output}")
+    context = init_distributed(device.type)
+    try:
+        output = make_adversarial_dataset(dataset, build_attack(spec, classifier), args.output,
+                                          description=description, shard_size=args.shard_size,
+                                          batch_size=args.batch_size, seed=args.seed, device=device,
+                                          force=args.force, progress=not args.no_progress)
+    finally:
+        context.close()
+    if context.is_main:
+        print(f"wrote {len(dataset)} adversarial examples to {output}")
     return 0

@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and the exit status is then 1 (0 when every file was purified); "
                     "existing outputs are never overwritten without --force. Images larger than the purifier "
                     "supports (twice its training size per side, 64 px for the CIFAR-10 purifiers) are purified "
-                    "tile by tile.",
+                    "tile by tile. Under torchrun each process purifies its share of the files, with the same "
+                    "outputs as one process.",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
     options.add_output(parser, "the purified PNGs into this folder", required=True, metavar="OUTDIR")
@@ -76,30 +77,55 @@ def _save_png_atomic(image, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-    from tqdm import tqdm
-
+    from .._util.distributed import init_distributed
     from ..device import select_device, select_dtype
-    from ..tiling import purify_tiled
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     pairs = _collect(args.inputs)
     existing = [str(args.output / target) for _, target in pairs if (args.output / target).exists()]
-    if existing and args.resume:  # outputs are written atomically: any that exists is complete
-        pairs = [(source, target) for source, target in pairs if not (args.output / target).exists()]
-        print(f"resuming: {len(existing)} output(s) already written, {len(pairs)} to purify")
-    elif existing and not args.force:
+    if existing and not (args.resume or args.force):
         raise ValueError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --resume to continue "
                          "or --force to overwrite")
+    if existing and args.resume:  # outputs are written atomically: any that exists is complete
+        pairs = [(source, target) for source, target in pairs if not (args.output / target).exists()]
     device = select_device(args.device)
-    purifier = options.load_purifier(args, device=device, dtype=select_dtype(args.dtype, device))
+    context = init_distributed(device.type)
+    try:
+        context.barrier()  # every process has looked at the outputs before any is written
+        if existing and args.resume and context.is_main:
+            print(f"resuming: {len(existing)} output(s) already written, {len(pairs)} to purify")
+        purifier = options.load_purifier(args, device=device, dtype=select_dtype(args.dtype, device))
+        share = context.share(pairs)  # every N-th file under torchrun: each image's noise is its own anyway
+        failed = _purify_files(share, purifier, args, device, show=not args.no_progress and context.is_main)
+        failed = [failure for part in context.gather(failed) for failure in part]
+        if context.is_main:
+            report = {"purified": len(pairs) - len(failed), "failed": failed}
+            atomic_write(args.output / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+            for failure in failed:
+                print(f"failed: {failure['file']}: {failure['error']}")
+            print(f"purified {report['purified']} image(s) into {args.output}; {len(failed)} failed "
+                  f"(listed in {args.output / REPORT_NAME})")
+        context.barrier()
+    finally:
+        context.close()
+    return 1 if failed else 0
+
+
+def _purify_files(pairs: list[tuple[Path, Path]], purifier: Any, args: argparse.Namespace, device: Any,
+                  show: bool) -> list[dict[str, str]]:
+    """Purify `pairs` (source, output relative to --output) in batches; the files that could not be read."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
+
+    from ..defences.tiling import purify_tiled
+
     trained = purifier.config.image_size
     failed: list[dict[str, str]] = []
     noted = alpha_noted = False
-    with tqdm(total=len(pairs), desc="purifying", unit="image", disable=args.no_progress) as progress:
+    with tqdm(total=len(pairs), desc="purifying", unit="image", disable=not show) as progress:
         for start in range(0, len(pairs), args.batch_size):
             chunk = pairs[start:start + args.batch_size]
             by_size: dict[tuple[int, ...], list[tuple[Path, np.ndarray, bool, Any]]] = defaultdict(list)
@@ -127,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                 images = torch.from_numpy(np.stack([p for _, p, _, _ in items])).permute(0, 3, 1, 2)
                 images = images.float().div(255).to(device)
                 # Each image's noise comes from its own generator, seeded by (--seed, its output path): the
-                # output does not depend on the batch size, the order, or which other images are purified.
+                # output does not depend on the batch size, the order, the process, or the other images.
                 generators = [_image_generator(args.seed, target, device) for target, *_ in items]
                 with torch.inference_mode():
                     if max(images.shape[-2:]) > purifier.config.max_input_size:
@@ -146,13 +172,7 @@ def run(args: argparse.Namespace) -> int:
                         output.putalpha(alpha)
                     _save_png_atomic(output, args.output / target)
             progress.update(len(chunk))
-    report = {"purified": len(pairs) - len(failed), "failed": failed}
-    atomic_write(args.output / REPORT_NAME, json.dumps(report, indent=2) + "\n")
-    for failure in failed:
-        print(f"failed: {failure['file']}: {failure['error']}")
-    print(f"purified {report['purified']} image(s) into {args.output}; {len(failed)} failed "
-          f"(listed in {args.output / REPORT_NAME})")
-    return 1 if failed else 0
+    return failed
 
 
 def _image_generator(seed: int, target: Path, device: Any) -> Any:
