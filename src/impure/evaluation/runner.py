@@ -498,7 +498,8 @@ def _derive(seed: int, *keys: Any) -> int:
 @contextlib.contextmanager
 def _forked_rng(device: torch.device) -> Iterator[None]:
     """Seeded stages inside must not change the caller's global random state."""
-    devices = [device.index or 0] if device.type == "cuda" else []
+    # "cuda" without an index is the current device (each torchrun process's own), not GPU 0.
+    devices = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         yield
 
