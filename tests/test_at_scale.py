@@ -99,6 +99,7 @@ def test_an_interrupted_run_resumes_to_the_same_json(setup, one_process, tmp_pat
     out = tmp_path / "report"
     with pytest.raises(Interrupted):
         main([*argv, "-o", str(out)])
+    assert "run the same command with --resume" in capsys.readouterr().err
     saved = {path.name for path in (out / PARTIAL).rglob("*.pt")}
     assert saved and not (out / "result.json").exists()
     calls.update(count=0, fail_at=-1)

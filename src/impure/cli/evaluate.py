@@ -71,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import shutil
+    import sys
 
     from impure._util.distributed import init_distributed
     from impure.device import select_device
@@ -102,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
             classifier_weights=args.classifier_weights, keep_examples=8 if args.grid else 0, dtype=args.dtype,
             progress=not args.no_progress, partial_dir=partial, strength=args.strength, noise_t=args.noise_t,
         )  # fmt: skip
+    except BaseException:  # interrupted or failed: say where the finished batches are and how to go on
+        if partial is not None and context.is_main and any(partial.rglob("*.pt")):
+            print(f"impure evaluate: the finished batches are kept in {partial}; run the same command with "
+                  "--resume to continue from them", file=sys.stderr)
+        raise
+    else:
         if context.is_main:
             print(result.to_markdown())
             if args.output is not None:
