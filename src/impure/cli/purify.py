@@ -83,12 +83,13 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     pairs = _collect(args.inputs)
-    existing = [str(args.output / target) for _, target in pairs if (args.output / target).exists()]
+    existing = {target for _, target in pairs if (args.output / target).exists()}
     if existing and not (args.resume or args.force):
-        raise ValueError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --resume to continue "
+        example = next(args.output / target for _, target in pairs if target in existing)
+        raise ValueError(f"{len(existing)} output file(s) exist, e.g. {example}; pass --resume to continue "
                          "or --force to overwrite")
     if existing and args.resume:  # outputs are written atomically: any that exists is complete
-        pairs = [(source, target) for source, target in pairs if not (args.output / target).exists()]
+        pairs = [(source, target) for source, target in pairs if target not in existing]
     device = select_device(args.device)
     context = init_distributed(device.type)
     try:

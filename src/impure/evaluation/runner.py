@@ -180,7 +180,7 @@ def evaluate(
                         "attacks": attack_config, "eot": eot, "noise_t": noise_timesteps(defence),
                         "weights": [_weights_digest(module) for module in modules]}  # fmt: skip
             store = _PartialStore(Path(partial_dir), identity)
-        run = _Run(model, defence, batches, base_seed, dev, bar, shard, store)
+        run = _Run(model, defence, batches, own, base_seed, dev, bar, shard, store)
         run.resubmissions = settings.resubmissions if stochastic else 0
         clean = run.clean_pass()
         cache_id = (classifier_name, data_name, len(images), size, base_seed)
@@ -249,12 +249,12 @@ class _Run:
     """The batches of one evaluation and the passes over them: this process's share of the batches, each
     pass's per-batch records (from `store` when an earlier run saved them), gathered from every process."""
 
-    def __init__(self, model: nn.Module, defence: nn.Module | None, batches: list, seed: int,
+    def __init__(self, model: nn.Module, defence: nn.Module | None, batches: list, own: list[int], seed: int,
                  device: torch.device, bar: tqdm, shard: DistributedContext,
                  store: _PartialStore | None) -> None:  # fmt: skip
         self.model, self.defence, self.batches = model, defence, batches
+        self.own = own  # the indices of the batches this process evaluates (`shard.share`)
         self.seed, self.device, self.bar, self.shard, self.store = seed, device, bar, shard, store
-        self.own = shard.share(range(len(batches)))  # the batches this process evaluates
         self.purified_clean: dict[int, torch.Tensor] = {}  # batch -> P(x) of the clean pass, reused by attacks
         self.resubmissions = 0  # extra independent purifications of each adversarial image
         self.per_image: dict[str, torch.Tensor] = {}  # see EvaluationResult.per_image
